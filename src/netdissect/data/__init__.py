@@ -1,0 +1,1 @@
+"""Datasets for netdissect: the Broden reader, the toy world generator and downloads."""

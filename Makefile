@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/netdissect demo --out results/demo
 
 test: $(TEST_STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 0 tests 2>/dev/null || HF_HUB_OFFLINE=1 $(PY) -m pytest tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py

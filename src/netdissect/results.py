@@ -1,0 +1,320 @@
+"""The Dissection result: IoUs, labels and counts (METHOD.md section 7) and their files.
+
+`LayerResult` holds what the passes measured for one layer (thresholds, exact tallies, top
+images) and derives everything else on demand, so changing the IoU threshold or the IoU
+definition never needs the data again.  `Dissection` groups the layers of one run, gives a
+pandas view per layer, and saves / loads the result folder:
+
+    OUT/<layer>/tally.csv     NetDissect's table (METHOD.md section 9)
+    OUT/<layer>/units.json    one record per unit (0-based `unit`)
+    OUT/<layer>/summary.json  counts, settings, fingerprints, versions, timings
+    OUT/<layer>/stats.pt      the raw statistics (thresholds, I, A, G, top images and maps)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFINITIONS = ("original", "lite")
+
+
+# -- atomic files ---------------------------------------------------------------------------
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, value) -> None:
+    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike, value) -> None:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# -- labels ---------------------------------------------------------------------------------
+@dataclass
+class LabelSpace:
+    """The concepts a layer was scored against: names by global number, primary categories."""
+
+    names: list[str]
+    category: np.ndarray  # (L+1,) index into `categories`, -1 when not scored
+    categories: list[str]
+
+    @classmethod
+    def from_broden(cls, broden) -> "LabelSpace":
+        return cls(list(broden.label_names), broden.label_category.copy(), list(broden.categories))
+
+    def state_dict(self) -> dict:
+        return {"names": self.names, "category": torch.from_numpy(self.category),
+                "categories": self.categories}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "LabelSpace":
+        return cls(list(state["names"]), state["category"].numpy().copy(), list(state["categories"]))
+
+
+# -- one layer ------------------------------------------------------------------------------
+@dataclass
+class LayerResult:
+    """What the passes measured for one layer, and the labels derived from it."""
+
+    layer: str
+    labels: LabelSpace
+    thresholds: torch.Tensor  # (K,) float32
+    intersection: torch.Tensor  # (K, L+1) int64
+    activation: dict  # definition -> (K, C) int64
+    truth: torch.Tensor  # (L+1,) int64
+    top_indices: torch.Tensor  # (K, k) dataset rows, -1 where fewer images
+    top_values: torch.Tensor  # (K, k) spatial maxima
+    top_maps: torch.Tensor  # (K, k, h, w) the raw maps of those images
+    definition: str = "original"
+    iou_threshold: float = 0.04
+    meta: dict = field(default_factory=dict)  # settings, fingerprints, timings, ...
+
+    @property
+    def units(self) -> int:
+        return len(self.thresholds)
+
+    def iou(self, definition: str | None = None) -> torch.Tensor:
+        """IoU[k, c] = I / (A[k, cat(c)] + G[c] - I), float64 (K, L+1); 0 where undefined."""
+        definition = definition or self.definition
+        if definition not in DEFINITIONS:
+            raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+        category = torch.from_numpy(self.labels.category)
+        scored = category >= 0
+        inter = self.intersection.double()
+        act = self.activation[definition].double()[:, category.clamp(min=0)]
+        union = act + self.truth.double()[None] - inter
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+        return iou * scored[None]
+
+    def best_per_category(self, definition: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, C) label numbers (0 = none) and their IoUs: each category's best label per unit."""
+        iou = self.iou(definition)
+        category = torch.from_numpy(self.labels.category)
+        shape = (iou.shape[0], len(self.labels.categories))
+        best_label = torch.zeros(shape, dtype=torch.int64)
+        best_iou = torch.zeros(shape, dtype=torch.float64)
+        for c in range(shape[1]):
+            columns = torch.nonzero(category == c)[:, 0]
+            if len(columns):
+                value, position = iou[:, columns].max(dim=1)  # first maximum: lowest label wins
+                best_label[:, c], best_iou[:, c] = columns[position], value
+        return best_label.masked_fill(best_iou <= 0, 0), best_iou
+
+    def unit_labels(self, definition: str | None = None):
+        """Per unit: label number, category index (-1 when none) and score."""
+        best_label, best_iou = self.best_per_category(definition)
+        score, cat = best_iou.max(dim=1)
+        label = best_label.gather(1, cat[:, None])[:, 0]
+        none = score <= 0
+        return label.masked_fill(none, 0), cat.masked_fill(none, -1), score
+
+    def counts(self, iou_threshold: float | None = None, definition: str | None = None) -> dict:
+        """Detectors, unique detectors per category (as the paper counts them), distinct labels."""
+        t = self.iou_threshold if iou_threshold is None else iou_threshold
+        best_label, best_iou = self.best_per_category(definition)
+        label, _, score = self.unit_labels(definition)
+        detector = score >= t
+        unique = {}
+        for c, name in enumerate(self.labels.categories):
+            hits = best_label[:, c][best_iou[:, c] >= t]
+            unique[name] = int(torch.unique(hits[hits > 0]).numel())
+        return {"units": self.units, "detectors": int(detector.sum()),
+                "distinct_labels": int(torch.unique(label[detector]).numel()),
+                "unique_detectors": unique, "unique_detectors_total": sum(unique.values()),
+                "iou_threshold": t, "definition": definition or self.definition}
+
+    # -- tables -----------------------------------------------------------------------
+    def unit_records(self, image_names: list[str] | None = None) -> list[dict]:
+        """One JSON-ready record per unit (0-based `unit`)."""
+        best_label, best_iou = self.best_per_category()
+        label, cat, score = self.unit_labels()
+        names, cats = self.labels.names, self.labels.categories
+        records = []
+        for k in range(self.units):
+            top = [{"index": int(i), "activation": float(v),
+                    **({"image": image_names[int(i)]} if image_names else {})}
+                   for i, v in zip(self.top_indices[k].tolist(), self.top_values[k].tolist()) if i >= 0]
+            records.append({
+                "unit": k, "threshold": float(self.thresholds[k]),
+                "label": names[int(label[k])] if label[k] > 0 else "",
+                "category": cats[int(cat[k])] if cat[k] >= 0 else "",
+                "score": float(score[k]), "detector": bool(score[k] >= self.iou_threshold),
+                "categories": {c: {"label": names[int(best_label[k, ci])] if best_label[k, ci] > 0 else "",
+                                   "iou": float(best_iou[k, ci])} for ci, c in enumerate(cats)},
+                "top_images": top,
+            })
+        return records
+
+    def tally_rows(self) -> list[dict]:
+        """tally.csv rows: NetDissect's format, 1-based units, sorted by score descending."""
+        best_label, best_iou = self.best_per_category()
+        label, cat, score = self.unit_labels()
+        names, cats = self.labels.names, self.labels.categories
+        act = self.activation[self.definition]
+        rows = []
+        for k in sorted(range(self.units), key=lambda u: (-float(score[u]), u)):
+            row = {"unit": k + 1, "category": cats[int(cat[k])] if cat[k] >= 0 else "",
+                   "label": names[int(label[k])] if label[k] > 0 else "", "score": float(score[k])}
+            for ci, c in enumerate(cats):
+                lab = int(best_label[k, ci])
+                row[f"{c}-label"] = names[lab] if lab > 0 else ""
+                row[f"{c}-truth"] = int(self.truth[lab]) if lab > 0 else 0
+                row[f"{c}-activation"] = int(act[k, ci])
+                row[f"{c}-intersect"] = int(self.intersection[k, lab]) if lab > 0 else 0
+                row[f"{c}-iou"] = float(best_iou[k, ci])
+            rows.append(row)
+        return rows
+
+    def frame(self):
+        """A pandas DataFrame: one row per unit with label, category, score, threshold and
+        every category's best label and IoU."""
+        import pandas as pd
+
+        rows = []
+        for r in self.unit_records():
+            row = {key: r[key] for key in ("unit", "label", "category", "score", "detector", "threshold")}
+            for c, v in r["categories"].items():
+                row[f"{c}_label"], row[f"{c}_iou"] = v["label"], v["iou"]
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("unit")
+
+    # -- files ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"layer": self.layer, "labels": self.labels.state_dict(), "thresholds": self.thresholds,
+                "intersection": self.intersection, "activation_original": self.activation["original"],
+                "activation_lite": self.activation["lite"], "truth": self.truth,
+                "top_indices": self.top_indices, "top_values": self.top_values,
+                "top_maps": self.top_maps}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, meta: dict | None = None) -> "LayerResult":
+        meta = meta or {}
+        settings = meta.get("settings", {})
+        return cls(layer=state["layer"], labels=LabelSpace.from_state_dict(state["labels"]),
+                   thresholds=state["thresholds"], intersection=state["intersection"],
+                   activation={"original": state["activation_original"], "lite": state["activation_lite"]},
+                   truth=state["truth"], top_indices=state["top_indices"], top_values=state["top_values"],
+                   top_maps=state["top_maps"], definition=settings.get("definition", "original"),
+                   iou_threshold=settings.get("iou_threshold", 0.04), meta=meta)
+
+    def summary(self) -> dict:
+        return {"layer": self.layer, **self.counts(), **self.meta}
+
+    def save(self, folder: str | os.PathLike, image_names: list[str] | None = None) -> Path:
+        """Write tally.csv, units.json, summary.json and stats.pt under `folder`, atomically."""
+        folder = Path(folder)
+        atomic_torch_save(folder / "stats.pt", self.state_dict())
+        text = io.StringIO()
+        rows = self.tally_rows()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["unit"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(folder / "tally.csv", text.getvalue())
+        atomic_write_json(folder / "units.json", self.unit_records(image_names))
+        atomic_write_json(folder / "summary.json", self.summary())
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "LayerResult":
+        folder = Path(folder)
+        meta = {}
+        if (folder / "summary.json").is_file():
+            summary = json.loads((folder / "summary.json").read_text())
+            meta = {k: v for k, v in summary.items() if k not in _DERIVED}
+        state = torch.load(folder / "stats.pt", map_location="cpu", weights_only=True)
+        return cls.from_state_dict(state, meta)
+
+
+# Keys of summary.json that `counts()` recomputes rather than reads back.
+_DERIVED = {"layer", "units", "detectors", "distinct_labels", "unique_detectors",
+            "unique_detectors_total", "iou_threshold", "definition"}
+
+
+def layer_folder_name(layer: str) -> str:
+    """The folder of a layer under OUT: its dotted name, made safe for file systems."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in layer)
+
+
+class Dissection:
+    """The result of a dissection run: one LayerResult per layer, in the order dissected."""
+
+    def __init__(self, layers: dict[str, LayerResult], image_names: list[str] | None = None,
+                 out: Path | None = None):
+        self.layers = layers
+        self.image_names = image_names
+        self.out = out
+
+    def __getitem__(self, layer: str) -> LayerResult:
+        return self.layers[layer]
+
+    def frame(self, layer: str | None = None):
+        """The pandas view of `layer` (the only layer when there is one)."""
+        if layer is None:
+            if len(self.layers) != 1:
+                raise ValueError(f"name a layer: {', '.join(self.layers)}")
+            layer = next(iter(self.layers))
+        return self.layers[layer].frame()
+
+    def summary(self) -> dict:
+        return {name: result.counts() for name, result in self.layers.items()}
+
+    def relabel(self, iou_threshold: float | None = None, definition: str | None = None) -> "Dissection":
+        """Apply another IoU threshold or definition to the saved tallies (no data needed)."""
+        for result in self.layers.values():
+            if iou_threshold is not None:
+                result.iou_threshold = iou_threshold
+                result.meta.setdefault("settings", {})["iou_threshold"] = iou_threshold
+            if definition is not None:
+                if definition not in DEFINITIONS:
+                    raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+                result.definition = definition
+                result.meta.setdefault("settings", {})["definition"] = definition
+        return self
+
+    def save(self, out: str | os.PathLike) -> Path:
+        out = Path(out)
+        for name, result in self.layers.items():
+            result.save(out / layer_folder_name(name), self.image_names)
+        atomic_write_json(out / "dissection.json", {
+            "layers": {name: layer_folder_name(name) for name in self.layers},
+            "image_names": self.image_names or []})
+        self.out = out
+        return out
+
+    @classmethod
+    def load(cls, out: str | os.PathLike) -> "Dissection":
+        """Read a result folder written by `save` (or by `netdissect dissect --out`)."""
+        out = Path(out)
+        index_path = out / "dissection.json"
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path}: missing; {out} is not a netdissect result folder.")
+        index = json.loads(index_path.read_text())
+        layers = {name: LayerResult.load(out / folder) for name, folder in index["layers"].items()}
+        return cls(layers, index.get("image_names") or None, out)

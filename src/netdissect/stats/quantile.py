@@ -1,0 +1,115 @@
+"""Exact per-unit top quantile (METHOD.md section 4) with per-unit top-m buffers.
+
+The threshold T_k is numpy's default (`linear`) quantile at level 1 - q of all N values of
+unit k.  Only the largest m = N - floor((N - 1)(1 - q)) values take part in it, so each unit
+keeps a buffer of its m largest values seen so far: memory grows as q*N (a few MB for
+Broden), not with the activations.  Values at or below a unit's current m-th largest value
+cannot enter its top m and are dropped before they are stored, so most batches cost one
+comparison per value.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def quantile_buffer_size(count: int, q: float) -> int:
+    """How many of the largest values decide the (1 - q) quantile of `count` values."""
+    if not 0.0 <= q < 1.0:
+        raise ValueError(f"quantile must be in [0, 1), got {q}")
+    return count - math.floor(_virtual_index(count, 1.0 - q))
+
+
+def _virtual_index(count: int, level: float) -> float:
+    # numpy's linear method: virtual index = n*level + (1 - level) - 1, computed in this order.
+    return count * level + (1.0 + level * -1.0) - 1.0
+
+
+class TopQuantile:
+    """Per-unit exact (1 - q) quantile over a stream of values.
+
+    `capacity_count` is an upper bound on the number of values each unit will see (images x
+    positions); it sizes the buffers.  `update(values)` takes (units, n) values.
+    """
+
+    def __init__(self, units: int, q: float, capacity_count: int, device: torch.device | str = "cpu"):
+        self.units = units
+        self.q = q
+        self.m = max(1, quantile_buffer_size(max(capacity_count, 1), q))
+        self.count = 0
+        self.pool = torch.full((units, 2 * self.m), -math.inf, device=device)
+        self.filled = 0  # columns of `pool` in use
+        self.floor = torch.full((units,), -math.inf, device=device)  # m-th largest once known
+
+    def update(self, values: torch.Tensor) -> None:
+        """Add (units, n) values; they must be finite (checked by the caller)."""
+        n = values.shape[1]
+        self.count += n
+        if self.filled >= self.m:
+            keep = int((values > self.floor[:, None]).sum(1).max())
+            if keep == 0:
+                return
+            if keep < n:
+                values = values.topk(keep, dim=1, sorted=False).values
+        self._append(values)
+
+    def _append(self, values: torch.Tensor) -> None:
+        n = values.shape[1]
+        if self.filled + n > self.pool.shape[1]:
+            self._compact(values)
+            return
+        self.pool[:, self.filled:self.filled + n] = values
+        self.filled += n
+
+    def _compact(self, extra: torch.Tensor | None = None) -> None:
+        """Keep only the m largest values per unit (of the pool and `extra`)."""
+        values = self.pool[:, :self.filled]
+        if extra is not None:
+            values = torch.cat([values, extra], dim=1)
+        keep = min(self.m, values.shape[1])
+        top = values.topk(keep, dim=1, sorted=True).values
+        self.pool.fill_(-math.inf)
+        self.pool[:, :keep] = top
+        self.filled = keep
+        if keep >= self.m:
+            self.floor = top[:, -1].clone()
+
+    def merge(self, other: "TopQuantile") -> None:
+        """Fold in the statistics of another share of the data."""
+        if other.m != self.m or other.units != self.units:
+            raise ValueError("cannot merge quantile statistics of different shapes")
+        self.count += other.count
+        self._compact(other.pool[:, :other.filled].to(self.pool.device))
+
+    def thresholds(self) -> torch.Tensor:
+        """The exact (1 - q) quantile of each unit's values, float32 (units,)."""
+        if self.count == 0:
+            raise ValueError("no values were seen")
+        if quantile_buffer_size(self.count, self.q) > self.m:
+            raise ValueError("more values were seen than the buffers were sized for")
+        self._compact()
+        level = 1.0 - self.q
+        virtual = _virtual_index(self.count, level)
+        lo = math.floor(virtual)
+        gamma = virtual - lo
+        # Descending pool: ascending position j sits at column count-1-j.
+        below = self.pool[:, self.count - 1 - lo].double()
+        above = self.pool[:, max(self.count - 2 - lo, 0)].double()
+        diff = above - below
+        # numpy's _lerp: a + d*t, or b - d*(1-t) when t >= 0.5.
+        value = below + diff * gamma if gamma < 0.5 else above - diff * (1.0 - gamma)
+        return value.float()
+
+    def state_dict(self) -> dict:
+        self._compact()
+        return {"q": self.q, "m": self.m, "count": self.count,
+                "values": self.pool[:, :self.filled].cpu().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["m"] != self.m or state["values"].shape[0] != self.units:
+            raise ValueError("saved quantile statistics do not fit this run")
+        self.count = int(state["count"])
+        self.filled = 0
+        self.pool.fill_(-math.inf)
+        self._compact(state["values"].to(self.pool.device))

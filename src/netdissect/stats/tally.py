@@ -1,0 +1,133 @@
+"""The IoU tally of METHOD.md sections 5 and 6, vectorised over units and pixels.
+
+For every batch: each unit's map is upsampled bilinearly (align_corners=False) to the label
+size and thresholded; the pixels under each mask are looked up in the label planes and
+counted with one `index_add_` per batch.  Both definitions of A are tallied at once, so the
+choice between them is made when IoUs are computed and costs no pass.
+
+A map whose maximum is below its threshold cannot produce a mask pixel (bilinear upsampling
+is a convex combination of the map's values), so only maps whose maximum reaches the
+threshold are upsampled; the margin covers float rounding of the interpolation.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Upsample at most this many label-map pixels at once (bounds the batch's working memory).
+CHUNK_PIXELS = 1 << 24
+# Relative margin on a map's maximum when deciding whether its upsampled map can pass T_k.
+ROUNDING_MARGIN = 1e-5
+
+
+class IoUTally:
+    """Exact int64 counts I[unit, label], A[unit, category] (both definitions), G[label].
+
+    `label_category` (L+1,) gives each global label's primary category index, -1 when it is
+    not scored; label 0 is "unlabelled".
+    """
+
+    def __init__(self, units: int, label_category: torch.Tensor, num_categories: int,
+                 device: torch.device | str = "cpu"):
+        self.units = units
+        self.num_labels = len(label_category)
+        self.num_categories = num_categories
+        self.label_category = label_category.to(device=device, dtype=torch.int64)
+        self.intersection = torch.zeros((units, self.num_labels), dtype=torch.int64, device=device)
+        self.activation = {d: torch.zeros((units, num_categories), dtype=torch.int64, device=device)
+                           for d in ("original", "lite")}
+        self.truth = torch.zeros(self.num_labels, dtype=torch.int64, device=device)
+        self.images = 0
+
+    # -- per batch ------------------------------------------------------------------------
+    def update(self, activations: torch.Tensor, thresholds: torch.Tensor, planes: torch.Tensor,
+               image_labels: torch.Tensor) -> None:
+        """Tally one batch.
+
+        activations (B, units, h, w) float; thresholds (units,); planes (B, P, sh, sw) int64
+        global label numbers (0 = none, already de-duplicated per pixel); image_labels (B, M)
+        int64 (0 = padding).
+        """
+        device = self.intersection.device
+        B = activations.shape[0]
+        sh, sw = planes.shape[-2:]
+        pixels = sh * sw
+        planes = planes.to(device).reshape(B, -1, pixels)
+        image_labels = image_labels.to(device)
+        thresholds = thresholds.to(device)
+        self.images += B
+        self._count_truth(planes, image_labels, pixels)
+        pixel_present, image_present = self._presence(planes, image_labels)
+
+        maxima = activations.amax(dim=(2, 3))
+        margin = ROUNDING_MARGIN * maxima.abs()
+        b_sel, k_sel = torch.nonzero(maxima + margin > thresholds[None], as_tuple=True)
+        per_chunk = max(1, CHUNK_PIXELS // pixels)
+        for start in range(0, len(b_sel), per_chunk):
+            b, k = b_sel[start:start + per_chunk], k_sel[start:start + per_chunk]
+            maps = activations[b, k].to(device=device, dtype=torch.float32)[:, None]
+            up = F.interpolate(maps, size=(sh, sw), mode="bilinear", align_corners=False)
+            mask = (up[:, 0] > thresholds[k][:, None, None]).reshape(len(b), pixels)
+            self._count_masks(mask, b, k, planes, image_labels, pixel_present, image_present)
+
+    def _count_truth(self, planes: torch.Tensor, image_labels: torch.Tensor, pixels: int) -> None:
+        self.truth += torch.bincount(planes.reshape(-1), minlength=self.num_labels)
+        self.truth += pixels * torch.bincount(image_labels.reshape(-1), minlength=self.num_labels)
+        self.truth[0] = 0
+
+    def _presence(self, planes: torch.Tensor, image_labels: torch.Tensor):
+        """(B, categories) bool: categories with a pixel label / an image-level label."""
+        def present(labels: torch.Tensor) -> torch.Tensor:
+            B = labels.shape[0]
+            cat = self.label_category[labels.reshape(B, -1)]
+            rows = torch.arange(B, device=labels.device)[:, None].expand_as(cat)
+            flat = (rows * self.num_categories + cat)[cat >= 0]
+            counts = torch.bincount(flat, minlength=B * self.num_categories)
+            return counts.reshape(B, self.num_categories) > 0
+        return present(planes), present(image_labels)
+
+    def _count_masks(self, mask, b, k, planes, image_labels, pixel_present, image_present) -> None:
+        n, C, L = len(b), self.num_categories, self.num_labels
+        mask_count = mask.sum(dim=1)  # (n,) pixels on per selected (image, unit)
+        # Pixel labels under the masks, all planes at once.
+        i, p = torch.nonzero(mask, as_tuple=True)
+        labels = planes[b[i], :, p] if planes.shape[1] else torch.zeros((len(i), 0), dtype=torch.int64, device=mask.device)
+        units = k[i][:, None].expand_as(labels)
+        hit = labels > 0
+        self.intersection.view(-1).index_add_(
+            0, (units * L + labels)[hit], torch.ones(int(hit.sum()), dtype=torch.int64, device=mask.device))
+        # Image-level labels: every mask pixel of the image.
+        img = image_labels[b]
+        on = img > 0
+        self.intersection.view(-1).index_add_(
+            0, (k[:, None] * L + img)[on], mask_count[:, None].expand_as(img)[on])
+        # A, original: the category occurs anywhere in the image.
+        present = pixel_present[b] | image_present[b]
+        self.activation["original"].index_add_(0, k, mask_count[:, None] * present)
+        # A, lite: a pixel category counts where one of its labels lies under the mask.
+        cats = self.label_category[labels]
+        rows = i[:, None].expand_as(cats)
+        under = torch.bincount((rows * C + cats)[hit & (cats >= 0)], minlength=n * C).reshape(n, C) > 0
+        self.activation["lite"].index_add_(0, k, mask_count[:, None] * (under | image_present[b]))
+
+    # -- merging and saving ---------------------------------------------------------------
+    def merge(self, other: "IoUTally") -> None:
+        self.intersection += other.intersection.to(self.intersection.device)
+        for d in self.activation:
+            self.activation[d] += other.activation[d].to(self.intersection.device)
+        self.truth += other.truth.to(self.truth.device)
+        self.images += other.images
+
+    def state_dict(self) -> dict:
+        return {"intersection": self.intersection.cpu().clone(),
+                "activation_original": self.activation["original"].cpu().clone(),
+                "activation_lite": self.activation["lite"].cpu().clone(),
+                "truth": self.truth.cpu().clone(), "images": self.images}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.intersection.device
+        self.intersection = state["intersection"].to(device)
+        self.activation = {"original": state["activation_original"].to(device),
+                           "lite": state["activation_lite"].to(device)}
+        self.truth = state["truth"].to(device)
+        self.images = int(state["images"])

@@ -1,0 +1,139 @@
+"""The `netdissect` command: a thin layer over the Python API.
+
+    netdissect dissect --dataset DIR --model SPEC --layers NAME[,NAME] --out DIR [...]
+    netdissect download broden [--variant 224|227|384] [--dest DIR] [--url URL]
+
+Every option has an API twin (see `netdissect.dissect`); errors are printed as one line
+naming what was wrong and what to do, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _floats(text: str, option: str, count: int = 3) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{option} takes {count} comma-separated numbers, got {text!r}")
+    if len(values) == 1:
+        values = values * count
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"{option} takes {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def add_dissect_parser(sub) -> None:
+    p = sub.add_parser("dissect", help="dissect layers of a model on a Broden-format dataset",
+                       description="Compute thresholds, IoUs, labels and detector counts for "
+                                   "every unit of the chosen layers (Network Dissection).")
+    p.add_argument("--dataset", required=True, help="Broden-format folder (holds index.csv)")
+    p.add_argument("--model", required=True,
+                   help="a zoo name (resnet18, alexnet, vgg16, efficientnet_lite0, ...), "
+                        "timm:NAME, or an import path package.module:callable")
+    p.add_argument("--weights", help="state dict file (.pt/.pth/.safetensors) for the model")
+    p.add_argument("--layers", type=_names, help="comma-separated layer names or aliases "
+                                                 "(default: the model's default layers)")
+    p.add_argument("--preset", choices=["imagenet", "places365"],
+                   help="preprocessing preset (mean/std); default: the model's own")
+    p.add_argument("--mean", type=lambda t: _floats(t, "--mean"), help="R,G,B means on 0-1 pixels")
+    p.add_argument("--std", type=lambda t: _floats(t, "--std"), help="R,G,B stds on 0-1 pixels")
+    p.add_argument("--input-size", type=int, help="model input size (images of another size are resized)")
+    p.add_argument("--quantile", type=float, default=0.005, help="top quantile q of T_k (default 0.005)")
+    p.add_argument("--iou-threshold", type=float, default=0.04, help="detector IoU threshold (default 0.04)")
+    p.add_argument("--categories", type=_names, help="comma-separated subset of categories")
+    p.add_argument("--definition", choices=["original", "lite"], default="original",
+                   help="how A counts activation pixels (METHOD.md section 6)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, help="data-loader worker processes (default: up to 4)")
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    p.add_argument("--top-k", type=int, default=10, help="top images kept per unit (default 10)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable images and count them in summary.json instead of stopping")
+    p.add_argument("--cache-limit-gb", type=float, default=8.0,
+                   help="largest on-disk activation cache; above it pass 2 runs the model again")
+    p.add_argument("--out", required=True, help="result folder (OUT/<layer>/...)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_dissect)
+
+
+def run_dissect(args: argparse.Namespace) -> int:
+    from netdissect.dissect import dissect
+    from netdissect.models.zoo import build_model, resolve_layer_names
+
+    info = build_model(args.model, weights=args.weights, preset=args.preset)
+    layers = resolve_layer_names(info, args.layers or info.default_layers)
+    if not layers:
+        raise ValueError(f"--layers: model {args.model!r} has no default layers; name some "
+                         "(`netdissect layers MODEL` lists them).")
+    result = dissect(
+        info.model, args.dataset, layers, quantile=args.quantile, iou_threshold=args.iou_threshold,
+        definition=args.definition, categories=args.categories, mean=args.mean or info.mean,
+        std=args.std or info.std, input_size=args.input_size or info.input_size,
+        batch_size=args.batch_size, workers=args.workers, device=args.device, top_k=args.top_k,
+        skip_bad=args.skip_bad, cache_limit_gb=args.cache_limit_gb, out=args.out,
+        progress=not args.quiet, model_info=model_description(info))
+    print_summary({info.name: result}, Path(args.out))
+    return 0
+
+
+def model_description(info) -> dict:
+    """What summary.json records of the model."""
+    return {"name": info.name, "weights": info.weights, "preset": info.preset,
+            "weights_fingerprint": info.weights_fingerprint}
+
+
+def print_summary(results: dict, out: Path) -> None:
+    """Per model and layer: units, detectors, unique detectors per category; then where."""
+    rows = []
+    for model_name, dissection in results.items():
+        for layer, r in dissection.layers.items():
+            c = r.counts()
+            per_cat = " ".join(f"{k}:{v}" for k, v in c["unique_detectors"].items())
+            rows.append((model_name, layer, str(c["units"]), str(c["detectors"]),
+                         str(c["unique_detectors_total"]), per_cat))
+    header = ("model", "layer", "units", "detectors", "unique", "unique per category")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(f"results: {out.resolve()}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from netdissect import __version__
+    from netdissect.data.download import add_download_parser
+
+    parser = argparse.ArgumentParser(prog="netdissect", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"netdissect {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_dissect_parser(sub)
+    add_download_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from netdissect.data.broden import BrodenError
+    from netdissect.dissect import DissectError
+    from netdissect.models.capture import LayerError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (BrodenError, DissectError, LayerError, ValueError, FileNotFoundError) as e:
+        print(f"netdissect {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("netdissect: interrupted; no result files were written for unfinished layers.",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

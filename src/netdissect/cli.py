@@ -121,12 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     from netdissect.data.broden import BrodenError
     from netdissect.dissect import DissectError
     from netdissect.models.capture import LayerError
+    from netdissect.models.weights import WeightsError
+    from netdissect.models.zoo import ModelError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (BrodenError, DissectError, LayerError, ValueError, FileNotFoundError) as e:
+    except (BrodenError, DissectError, LayerError, ModelError, WeightsError, ValueError,
+            FileNotFoundError) as e:
         print(f"netdissect {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

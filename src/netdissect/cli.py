@@ -81,15 +81,9 @@ def run_dissect(args: argparse.Namespace) -> int:
         std=args.std or info.std, input_size=args.input_size or info.input_size,
         batch_size=args.batch_size, workers=args.workers, device=args.device, top_k=args.top_k,
         skip_bad=args.skip_bad, cache_limit_gb=args.cache_limit_gb, out=args.out,
-        progress=not args.quiet, model_info=model_description(info))
+        progress=not args.quiet, model_info=info.describe())
     print_summary([result], Path(args.out))
     return 0
-
-
-def model_description(info) -> dict:
-    """What summary.json records of the model."""
-    return {"name": info.name, "weights": info.weights, "preset": info.preset,
-            "weights_fingerprint": info.weights_fingerprint}
 
 
 def print_summary(results: list, out: Path) -> None:

@@ -32,6 +32,5 @@ def run_demo(out: str | os.PathLike = "results/demo", data: str | os.PathLike = 
             info.model, world, info.default_layers, mean=info.mean, std=info.std,
             input_size=info.input_size, batch_size=batch_size, workers=workers, device=device,
             out=out / name, progress=progress,
-            model_info={"name": info.name, "weights": info.weights, "preset": info.preset,
-                        "weights_fingerprint": info.weights_fingerprint})
+            model_info=info.describe())
     return results

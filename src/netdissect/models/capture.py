@@ -71,7 +71,8 @@ class LayerCapture:
                 raise LayerError(
                     f"layer {name!r} outputs {shape}; dissection needs N x C x H x W feature "
                     "maps. Choose a convolutional layer (`netdissect layers MODEL` marks them).")
-            self.outputs[name] = tensor.detach()
+            # A copy: the model may modify its output in place later (ResNet's `out += x`).
+            self.outputs[name] = tensor.detach().clone()
         return hook
 
     def __call__(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -87,6 +87,7 @@ ZOO_NAMES: tuple[str, ...] = (
     "densenet161",
     "googlenet",
     "efficientnet_lite0",
+    "demo_cnn",
 )
 
 #: Pass as ``weights`` to build a randomly initialised model without a warning.
@@ -129,6 +130,11 @@ class ModelInfo:
     weights: str | None = None
     weights_fingerprint: str = ""
 
+    def describe(self) -> dict:
+        """What a result's summary.json records of the model."""
+        return {"name": self.name, "weights": self.weights, "preset": self.preset,
+                "weights_fingerprint": self.weights_fingerprint}
+
 
 def build_model(
     spec: str,
@@ -156,6 +162,8 @@ def build_model(
         name = spec.lower().replace("-", "_")
         if name == "efficientnet_lite0":
             info = _build_efficientnet_lite0(weights)
+        elif name == "demo_cnn":
+            info = _build_demo_cnn(weights)
         else:
             info = _build_torchvision(name, spec, weights, pretrained_cache_only)
     if preset is not None:
@@ -503,6 +511,18 @@ def _last_spatial_child(factory: Callable[[], nn.Module], size: int) -> list[str
 
 
 # --- EfficientNet-Lite0 ------------------------------------------------------------------
+
+
+def _build_demo_cnn(weights: str | None) -> ModelInfo:
+    """The demo CNN trained on the toy world's scenes (weights shipped in the package)."""
+    from .demo_cnn import LAYERS, WEIGHTS, load_demo_cnn
+
+    path = None if weights in (None, RANDOM_WEIGHTS) else weights
+    model = load_demo_cnn(pretrained=weights != RANDOM_WEIGHTS, weights=path)
+    shipped = path or (None if weights == RANDOM_WEIGHTS else str(WEIGHTS))
+    return ModelInfo(model=model, name="demo_cnn", mean=model.mean, std=model.std, input_size=224,
+                     default_layers=list(LAYERS), aliases={n: n for n in LAYERS}, preset="imagenet",
+                     weights=shipped)
 
 
 def _build_efficientnet_lite0(weights: str | None) -> ModelInfo:

@@ -1,0 +1,15 @@
+"""The experiments of the papers (METHOD.md section 10), each an API function and a subcommand.
+
+- `rotate`: axis alignment, dissecting a layer in randomly rotated bases R^a;
+- `compare`: dissections of one layer across checkpoints, fine-tuning or training regimes;
+- `ablate`: the causal role of units (PNAS), class accuracy after zeroing units.
+
+Each writes its numbers as JSON/CSV and a figure (PNG and SVG) into an output folder;
+`add_<name>_parser(subparsers)` adds its CLI subcommand.
+"""
+from netdissect.experiments.compare import Comparison, add_compare_parser, compare
+from netdissect.experiments.rotate import (RotatedLayers, RotationResult, add_rotate_parser,
+                                           random_rotation, rotate, rotation_power)
+
+__all__ = ["rotate", "random_rotation", "rotation_power", "RotatedLayers", "RotationResult",
+           "add_rotate_parser", "compare", "Comparison", "add_compare_parser"]

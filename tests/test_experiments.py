@@ -1,0 +1,197 @@
+"""The experiments (issue 6): rotation, comparison of dissections, unit ablation.
+
+Small generated data only: the random Broden of conftest with TinyNet, and a small toy world
+with the trained demo CNN where real detectors and a real classifier are needed.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TinyNet, make_broden
+from netdissect import dissect
+from netdissect.experiments import (RotatedLayers, add_compare_parser, add_rotate_parser, compare,
+                                    random_rotation, rotate, rotation_power)
+from netdissect.experiments.compare import unit_status
+
+QUIET = dict(progress=False, workers=0, batch_size=16)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse `argv` with a parser holding every experiment subcommand, as cli.py wires them."""
+    parser = argparse.ArgumentParser(prog="netdissect")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_rotate_parser(sub)
+    add_compare_parser(sub)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def small_broden(tmp_path_factory) -> Path:
+    return make_broden(tmp_path_factory.mktemp("exp") / "broden", images=30, seed=3)
+
+
+# -- rotation matrices -------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 2, 7, 16])
+def test_random_rotation_is_a_seeded_rotation(n):
+    r = random_rotation(n, seed=5)
+    assert torch.allclose(r.T @ r, torch.eye(n, dtype=torch.float64), atol=1e-12)
+    assert abs(float(torch.linalg.det(r)) - 1.0) < 1e-10
+    assert torch.equal(r, random_rotation(n, seed=5))
+    assert n == 1 or not torch.equal(r, random_rotation(n, seed=6))
+
+
+def test_rotation_powers_interpolate():
+    r = random_rotation(16, seed=0)
+    eye = torch.eye(16, dtype=torch.float64)
+    assert torch.equal(rotation_power(r, 0.0), eye)
+    assert torch.equal(rotation_power(r, 1.0), r)
+    half, third = rotation_power(r, 0.5), rotation_power(r, 1 / 3)
+    assert torch.allclose(half @ half, r, atol=1e-10)
+    assert torch.allclose(third @ third @ third, r, atol=1e-10)
+    for p in (half, third, rotation_power(r, 0.9)):
+        assert torch.allclose(p.T @ p, eye, atol=1e-10)
+        assert abs(float(torch.linalg.det(p)) - 1.0) < 1e-10
+    # Distance from the identity grows with the power.
+    d = [float(torch.linalg.norm(rotation_power(r, a) - eye)) for a in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert d == sorted(d) and d[0] == 0.0
+    with pytest.raises(ValueError):
+        rotation_power(r, 1.5)
+
+
+def test_rotating_and_rotating_back_leaves_outputs_unchanged():
+    model = TinyNet()
+    r = rotation_power(random_rotation(8, seed=2), 0.7).float()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = model(x)
+
+        def there_and_back(module, inputs, output):
+            rotated = torch.einsum("oc,nchw->nohw", r, output)
+            assert not torch.allclose(rotated, output, atol=1e-3)
+            return torch.einsum("oc,nchw->nohw", r.T, rotated)
+
+        handle = model.conv1.register_forward_hook(there_and_back)
+        try:
+            back = model(x)
+        finally:
+            handle.remove()
+    assert torch.allclose(back, plain, atol=1e-5)
+
+
+def test_wrapper_feeds_rotated_features_and_keeps_model_output():
+    model = TinyNet()
+    wrapper = RotatedLayers(model, "conv2", [0.0, 0.5, 1.0], seed=4)
+    seen = {}
+    for name in wrapper.layer_names:
+        getattr(wrapper, name).register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, o))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = wrapper(x)
+        feats = model.conv2(model.conv1(x))
+        assert torch.equal(out, model(x))
+    assert torch.equal(seen["rotated_0"], feats)
+    r = random_rotation(16, seed=4)
+    assert torch.allclose(seen["rotated_2"], torch.einsum("oc,nchw->nohw", r.float(), feats), atol=1e-5)
+    half = rotation_power(r, 0.5).float()
+    assert torch.allclose(seen["rotated_1"], torch.einsum("oc,nchw->nohw", half, feats), atol=1e-5)
+    assert not model.conv2._forward_hooks  # the hook is gone after the pass
+
+
+def test_power_zero_reproduces_the_plain_dissection(small_broden):
+    plain = dissect(TinyNet(), small_broden, ["conv2"], **QUIET)["conv2"]
+    result = rotate(TinyNet(), small_broden, "conv2", powers=[0.0, 1.0], seed=0, **QUIET)
+    same, rotated = result.dissection["rotated_0"], result.dissection["rotated_1"]
+    assert torch.equal(same.thresholds, plain.thresholds)
+    assert torch.equal(same.intersection, plain.intersection)
+    for d in ("original", "lite"):
+        assert torch.equal(same.activation[d], plain.activation[d])
+    assert torch.equal(same.top_indices, plain.top_indices)
+    assert result.counts[0] == plain.counts()
+    assert not torch.equal(rotated.thresholds, plain.thresholds)
+    assert torch.equal(rotated.truth, plain.truth)
+
+
+def test_rotate_cli_end_to_end(small_broden, tmp_path):
+    out = tmp_path / "rot"
+    args = parse(["rotate", "--dataset", str(small_broden), "--model", "conftest:tiny_net",
+                  "--layer", "conv2", "--powers", "0,0.5,1", "--seed", "1", "--out", str(out),
+                  "--workers", "0", "--quiet", "--iou-threshold", "0.001"])
+    assert args.func(args) == 0
+    summary = json.loads((out / "rotate.json").read_text())
+    assert [p["a"] for p in summary["powers"]] == [0.0, 0.5, 1.0]
+    rows = list(csv.DictReader(open(out / "rotate.csv")))
+    assert [float(r["a"]) for r in rows] == [0.0, 0.5, 1.0]
+    for row, p in zip(rows, summary["powers"]):
+        assert int(row["detectors"]) == p["detectors"]
+        assert int(row["unique_detectors_total"]) == sum(p["unique_detectors"].values())
+    for name in ("rotate.png", "rotate.svg", "rotation.pt", "dissection/dissection.json"):
+        assert (out / name).is_file()
+    assert torch.equal(torch.load(out / "rotation.pt"), random_rotation(16, seed=1))
+
+
+# -- compare -----------------------------------------------------------------------------------
+def test_unit_status():
+    assert unit_status("tree", "tree") == "kept"
+    assert unit_status("tree", "car") == "changed"
+    assert unit_status("", "car") == "gained"
+    assert unit_status("tree", "") == "lost"
+    assert unit_status("", "") == "none"
+
+
+def test_compare_cli_end_to_end(small_broden, tmp_path):
+    folders = []
+    for seed in (0, 1, 2):
+        folder = tmp_path / f"step{seed}"
+        dissect(TinyNet(seed), small_broden, ["conv1", "conv2"], out=folder, **QUIET)
+        folders.append(folder)
+    out = tmp_path / "cmp"
+    threshold = 0.002  # random weights on random images: low IoUs, a threshold that gives some
+    args = parse(["compare", *map(str, folders), "--layer", "conv2", "--steps", "0,100,200",
+                  "--iou-threshold", str(threshold), "--out", str(out)])
+    assert args.func(args) == 0
+    runs = [dissect_labels(f / "conv2", threshold) for f in folders]
+    counts = list(csv.DictReader(open(out / "counts.csv")))
+    assert [float(c["step"]) for c in counts] == [0.0, 100.0, 200.0]
+    summary = json.loads((out / "compare.json").read_text())
+    units = list(csv.DictReader(open(out / "units.csv")))
+    assert len(units) == 16
+    for r, c, run in zip(runs, counts, summary["runs"]):
+        assert int(c["detectors"]) == sum(1 for label in r if label) == run["detectors"]
+    for k, row in enumerate(units):
+        for name, r in zip(("step0", "step1", "step2"), runs):
+            assert row[f"{name}:label"] == r[k]
+        assert row["step0->step1"] == unit_status(runs[0][k], runs[1][k])
+        assert row["step1->step2"] == unit_status(runs[1][k], runs[2][k])
+    statuses = summary["unit_status"][0]
+    assert sum(statuses[s] for s in ("kept", "changed", "gained", "lost", "none")) == 16
+    assert statuses["gained"] == sum(1 for a, b in zip(runs[0], runs[1]) if b and not a)
+    changes = summary["category_changes"]
+    assert changes["from"] == "step0" and changes["to"] == "step2"
+    assert sum(map(sum, changes["matrix"])) == 16
+    none = changes["categories"].index("none")
+    assert sum(changes["matrix"][none]) == sum(1 for label in runs[0] if not label)
+    assert (out / "unique_detectors.png").is_file() and (out / "unique_detectors.svg").is_file()
+    assert (out / "changes.csv").is_file()
+
+
+def dissect_labels(folder: Path, threshold: float) -> list[str]:
+    """Per unit of a saved layer: its label if its score reaches `threshold`, else ""."""
+    records = json.loads((folder / "units.json").read_text())
+    return [r["label"] if r["score"] >= threshold else "" for r in records]
+
+
+def test_compare_rejects_mismatched_layers(small_broden, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    dissect(TinyNet(), small_broden, ["conv1"], out=a, **QUIET)
+    dissect(TinyNet(), small_broden, ["conv2"], out=b, **QUIET)
+    with pytest.raises(ValueError, match="no layer"):
+        compare([a, b], "conv1")
+    with pytest.raises(ValueError, match="at least two"):
+        compare([a])

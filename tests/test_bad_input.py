@@ -124,11 +124,19 @@ def test_unknown_category(data):
         netdissect.load_broden(data, ["object", "animal"])
 
 
-class NaNNet(TinyNet):
+class PoisonUnit(nn.Module):
+    """Sets unit 5 at one position to NaN, as a diverged layer would."""
+
     def forward(self, x):
-        x = self.conv1(x)
+        x = x.clone()
         x[:, 5, 0, 0] = float("nan")
-        return self.conv2(x)
+        return x
+
+
+class NaNNet(TinyNet):
+    def __init__(self):
+        super().__init__()
+        self.conv1.append(PoisonUnit())
 
 
 def test_nan_activation_names_layer_unit_and_image(data):

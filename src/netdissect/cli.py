@@ -3,6 +3,7 @@
     netdissect dissect --dataset DIR --model SPEC --layers NAME[,NAME] --out DIR [...]
     netdissect demo [--out results/demo]
     netdissect toyworld --out DIR [--images N --seed S]
+    netdissect layers MODEL
     netdissect relabel OUT [--iou-threshold T] [--definition original|lite]
     netdissect download broden [--variant 224|227|384] [--dest DIR] [--url URL]
 
@@ -148,6 +149,39 @@ def run_toyworld(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_layers_parser(sub) -> None:
+    p = sub.add_parser("layers", help="list a model's layers, output shapes and dissectability",
+                       description="Run one dummy input of the model's size and list every "
+                                   "module with its output shape, marking which layers can be "
+                                   "dissected as they are, after token reshaping, or not.")
+    p.add_argument("model", help="model spec, as for `netdissect dissect --model`")
+    p.add_argument("--weights")
+    p.add_argument("--input-size", type=int, help="input side (default: the model's, else 224)")
+    p.add_argument("--all", action="store_true", help="also list layers that cannot be dissected")
+    p.set_defaults(func=run_layers)
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from netdissect.models.capture import list_layers
+    from netdissect.models.zoo import build_model, friendly_layer_name
+
+    info = build_model(args.model, weights=args.weights)
+    size = args.input_size or info.input_size or 224
+    records = list_layers(info.model, torch.zeros(1, 3, size, size))
+    marks = {"yes": "yes", "tokens": "tokens->grid", "no": "no"}
+    print(f"{info.name}: {size}x{size} input; default layers: {', '.join(info.default_layers) or '-'}")
+    for r in records:
+        if r["dissectable"] == "no" and not args.all:
+            continue
+        alias = friendly_layer_name(info, r["name"])
+        shape = "x".join(str(d) for d in r["shape"]) if r["shape"] else "-"
+        print(f"  {r['name']:<40} {r['type']:<22} {shape:<18} {marks[r['dissectable']]:<13}"
+              f"{alias if alias != r['name'] else ''}")
+    return 0
+
+
 def add_relabel_parser(sub) -> None:
     p = sub.add_parser("relabel", help="recompute labels and counts from saved tallies",
                        description="Apply another IoU threshold or IoU definition to a result "
@@ -174,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netdissect", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"netdissect {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_dissect_parser, add_demo_parser, add_toyworld_parser, add_relabel_parser,
-                add_download_parser):
+    for add in (add_dissect_parser, add_demo_parser, add_toyworld_parser, add_layers_parser,
+                add_relabel_parser, add_download_parser):
         add(sub)
     return parser
 

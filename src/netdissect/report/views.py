@@ -1,0 +1,97 @@
+"""What the report shows of a layer, computed once from a saved `LayerResult`.
+
+The pages, the figures and the notebook summary all read these plain values, so they agree
+with each other and with `LayerResult.counts()` by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from netdissect.results import LayerResult, layer_folder_name
+
+# Colours of the usual Broden categories (the paper's figures use one hue per category);
+# other category names take the next colour of FALLBACK in order.
+CATEGORY_COLOURS = {"object": "#4e79a7", "scene": "#59a14f", "part": "#f28e2b",
+                    "material": "#b07aa1", "texture": "#e15759", "color": "#edc948"}
+FALLBACK = ["#76b7b2", "#ff9da7", "#9c755f", "#bab0ac", "#17becf", "#bcbd22", "#8c564b"]
+
+
+def display_label(name: str) -> str:
+    """A label as the report shows it: no -s/-c suffix, underscores as spaces
+    (the rule of `Broden.display_name`, applied to a saved name)."""
+    if name.endswith(("-s", "-c")):
+        name = name[:-2]
+    return name.replace("_", " ")
+
+
+def category_colours(categories: list[str]) -> dict[str, str]:
+    """One colour per category name, stable for the usual Broden names."""
+    colours, spare = {}, iter(FALLBACK * (1 + len(categories) // len(FALLBACK)))
+    for c in categories:
+        colours[c] = CATEGORY_COLOURS.get(c) or next(spare)
+    return colours
+
+
+@dataclass
+class UnitView:
+    """One unit's card: 0-based unit number, top label and score, and the other categories."""
+
+    unit: int
+    label: str  # display name ("" when the unit matches nothing)
+    category: str
+    iou: float
+    threshold: float
+    detector: bool
+    others: list[tuple[str, str, float]]  # (category, display label, IoU), best first
+    top_images: list[str]  # file names of the top images, best first
+
+
+@dataclass
+class LayerView:
+    """A layer as the report shows it."""
+
+    layer: str
+    folder: str
+    counts: dict
+    units: list[UnitView]
+    categories: list[str]
+    concepts: dict[str, list[tuple[str, int]]]  # category -> [(display label, units)], most first
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def iou_threshold(self) -> float:
+        return float(self.counts["iou_threshold"])
+
+
+def layer_view(result: LayerResult, image_names: list[str] | None = None,
+               top: int = 10) -> LayerView:
+    """Collect what the pages show of one layer (labels by the rule of METHOD.md section 7)."""
+    names = result.labels.names
+    categories = list(result.labels.categories)
+    counts = result.counts()
+    threshold = counts["iou_threshold"]
+    best_label, best_iou = result.best_per_category()
+    label, cat, score = result.unit_labels()
+    units = []
+    for k in range(result.units):
+        others = [(categories[c], display_label(names[int(best_label[k, c])]), float(best_iou[k, c]))
+                  for c in range(len(categories)) if best_label[k, c] > 0 and c != int(cat[k])]
+        others.sort(key=lambda o: -o[2])
+        rows = [int(i) for i in result.top_indices[k, :top].tolist() if i >= 0]
+        units.append(UnitView(
+            unit=k, label=display_label(names[int(label[k])]) if label[k] > 0 else "",
+            category=categories[int(cat[k])] if cat[k] >= 0 else "", iou=float(score[k]),
+            threshold=float(result.thresholds[k]), detector=bool(score[k] >= threshold),
+            others=others,
+            top_images=[image_names[i] for i in rows] if image_names else [f"row {i}" for i in rows]))
+    concepts = {}
+    for c, name in enumerate(categories):
+        hits = best_label[:, c][(best_iou[:, c] >= threshold) & (best_label[:, c] > 0)]
+        numbers, units_per = torch.unique(hits, return_counts=True)
+        bars = [(display_label(names[int(n)]), int(u)) for n, u in zip(numbers, units_per)]
+        bars.sort(key=lambda b: (-b[1], b[0]))
+        concepts[name] = bars
+    return LayerView(layer=result.layer, folder=layer_folder_name(result.layer), counts=counts,
+                     units=units, categories=categories, concepts=concepts, meta=result.meta)

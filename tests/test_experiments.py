@@ -15,8 +15,9 @@ import torch
 
 from conftest import TinyNet, make_broden
 from netdissect import dissect
-from netdissect.experiments import (RotatedLayers, add_compare_parser, add_rotate_parser, compare,
-                                    random_rotation, rotate, rotation_power)
+from netdissect.experiments import (Ablator, RotatedLayers, ablate, add_ablate_parser,
+                                    add_compare_parser, add_rotate_parser, compare,
+                                    load_labelled_images, random_rotation, rotate, rotation_power)
 from netdissect.experiments.compare import unit_status
 
 QUIET = dict(progress=False, workers=0, batch_size=16)
@@ -28,6 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     add_rotate_parser(sub)
     add_compare_parser(sub)
+    add_ablate_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -195,3 +197,111 @@ def test_compare_rejects_mismatched_layers(small_broden, tmp_path):
         compare([a, b], "conv1")
     with pytest.raises(ValueError, match="at least two"):
         compare([a])
+
+
+# -- ablation ----------------------------------------------------------------------------------
+TINY_CLASSES = ["beach-s", "room-s", "other-a", "other-b"]  # TinyNet has 4 outputs
+
+
+def test_batched_masks_match_one_hook_per_mask(small_broden):
+    """Chunked, repeated-batch evaluation gives what a plain zeroing hook gives, mask by mask."""
+    model = TinyNet()
+    images = load_labelled_images(small_broden, TINY_CLASSES)
+    assert images.source == "broden-scene" and len(images.paths) == 24  # 6 of 30 are textures
+    masks = torch.ones(5, 16)
+    masks[1, 3] = masks[2, [0, 5, 9]] = 0
+    masks[3] = 0
+    masks[4, 8:] = 0
+    options = dict(mean=(0.5,) * 3, std=(0.25,) * 3, batch_size=7, progress=False)
+    small = Ablator(model, "conv2", images, memory_mb=0.01, **options).evaluate(masks)
+    large = Ablator(model, "conv2", images, **options).evaluate(masks)
+    assert torch.equal(small.predictions, large.predictions)
+    assert torch.allclose(small.true_probability, large.true_probability, atol=1e-6)
+    ablator = Ablator(model, "conv2", images, **options)
+    x = torch.stack([ablator_image(ablator, i) for i in range(len(images.paths))])
+    for m, mask in enumerate(masks):
+        handle = model.conv2.register_forward_hook(lambda mod, i, o: o * mask.view(1, -1, 1, 1))
+        try:
+            with torch.no_grad():
+                probs = model(x).softmax(-1)
+        finally:
+            handle.remove()
+        assert torch.equal(large.predictions[m], probs.argmax(-1))
+        expected = probs[torch.arange(len(x)), images.targets]
+        assert torch.allclose(large.true_probability[m], expected, atol=1e-6)
+
+
+def ablator_image(ablator: Ablator, i: int) -> torch.Tensor:
+    """Image i of the ablator's set, normalised as the ablator feeds it."""
+    from netdissect.experiments.ablate import _ImageDataset
+
+    image, _ = _ImageDataset(ablator.images.paths, ablator.size)[i]
+    return ablator._normalise(image[None])[0]
+
+
+def image_folder(root: Path, per_class: int = 6) -> Path:
+    """A folder per class of small random images, for the ImageFolder layout."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in TINY_CLASSES[:3]:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).resize((32, 32)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_ablate_api_numbers(tmp_path):
+    data = image_folder(tmp_path / "folders")
+    result = ablate(TinyNet(), data, "conv2", class_names=TINY_CLASSES, counts=[1, 4, 16, 40],
+                    draws=3, input_size=32, progress=False)
+    assert result.counts == [1, 4, 16]  # clipped to the layer's 16 units
+    assert result.images_per_class == [6, 6, 6, 0]
+    images = load_labelled_images(data, TINY_CLASSES)
+    ablator = Ablator(TinyNet(), "conv2", images, mean=(0.485, 0.456, 0.406),
+                      std=(0.229, 0.224, 0.225), input_size=32, progress=False)
+    plain = ablator.class_accuracy(ablator.evaluate(torch.ones(1, 16)).predictions)[0]
+    assert result.baseline[:3] == [float(a) for a in plain[:3]]
+    assert result.balanced_accuracy == pytest.approx(float(plain[:3].mean()))
+    for name in TINY_CLASSES[:3]:
+        ci = TINY_CLASSES.index(name)
+        ranking = result.rankings[name]
+        assert sorted(ranking) == list(range(16))
+        keys = [(-float(result.accuracy_drop[u, ci]), -float(result.probability_drop[u, ci]), u)
+                for u in ranking]
+        assert keys == sorted(keys)
+        curve = result.curves[name]
+        assert curve[-1]["removed_top"] == curve[-1]["removed_random"]  # all 16 units removed
+        assert curve[-1]["kept_top_only"] == curve[0]["baseline"]  # nothing removed
+        # Removing the class's top unit changes its accuracy by its own single-unit drop.
+        top = ranking[0]
+        assert curve[0]["removed_top"] == pytest.approx(
+            curve[0]["baseline"] - float(result.accuracy_drop[top, ci]))
+
+
+def test_ablate_cli_end_to_end(small_broden, tmp_path):
+    dissection = tmp_path / "dissection"
+    dissect(TinyNet(), small_broden, ["conv2"], out=dissection, **QUIET)
+    out = tmp_path / "ablate"
+    args = parse(["ablate", "--data", str(small_broden), "--model", "conftest:tiny_net",
+                  "--layer", "conv2", "--class-names", ",".join(TINY_CLASSES),
+                  "--counts", "1,2,4", "--draws", "2", "--dissection", str(dissection),
+                  "--out", str(out), "--quiet"])
+    assert args.func(args) == 0
+    summary = json.loads((out / "ablate.json").read_text())
+    assert set(summary["classes"]) == set(TINY_CLASSES)
+    assert summary["classes"]["other-a"]["accuracy"] is None  # no images of that class
+    beach = summary["classes"]["beach-s"]
+    assert [r["removed"] for r in beach["curve"]] == [1, 2, 4]
+    records = json.loads((dissection / "conv2" / "units.json").read_text())
+    for row in beach["top_units"]:
+        assert row["label"] == records[row["unit"]]["label"]
+        assert row["iou"] == pytest.approx(records[row["unit"]]["score"])
+    curve = list(csv.DictReader(open(out / "ablate_curve.csv")))
+    assert len(curve) == 2 * 3  # two classes with images, three counts
+    units = list(csv.DictReader(open(out / "ablate_units.csv")))
+    assert len(units) == 2 * 4 and units[0]["rank"] == "1"
+    assert (out / "ablate.png").is_file() and (out / "ablate.svg").is_file()
+    assert len(list(csv.DictReader(open(out / "unit_drops.csv")))) == 16

@@ -39,6 +39,7 @@ def page(title: str, body: str, script: str = "") -> str:
     """A complete, self-contained HTML document."""
     return (f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f'<link rel="icon" href="data:,">\n'
             f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n"
             f"{script}</body>\n</html>\n")
 
@@ -59,7 +60,9 @@ def concept_bars_svg(view: LayerView, colours: dict[str, str]) -> str:
     bar, gap, group_gap, plot_h, top, bottom, left = 12, 3, 18, 150, 14, 96, 30
     peak = max(n for _, bars in groups for _, n in bars)
     scale = plot_h / peak
-    width = left + sum(len(b) * (bar + gap) for _, b in groups) + group_gap * (len(groups) - 1) + 10
+    titles = [f"{c} ({len(b)})" for c, b in groups]
+    spans = [max(len(b) * (bar + gap), 6.5 * len(t)) for (_, b), t in zip(groups, titles)]
+    width = round(left + sum(spans) + group_gap * (len(groups) - 1) + 10)
     height = top + plot_h + bottom
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="unique detectors per concept">']
@@ -70,7 +73,7 @@ def concept_bars_svg(view: LayerView, colours: dict[str, str]) -> str:
                      f'stroke-opacity="0.25"/><text x="{left - 6}" y="{y + 3:.1f}" '
                      f'text-anchor="end">{tick}</text>')
     x = left
-    for cat, bars in groups:
+    for (cat, bars), title, span in zip(groups, titles, spans):
         start = x
         for name, n in bars:
             h = n * scale
@@ -81,9 +84,9 @@ def concept_bars_svg(view: LayerView, colours: dict[str, str]) -> str:
                          f'<text transform="translate({cx + 3:.1f},{base + 6}) rotate(-65)" '
                          f'text-anchor="end">{esc(name)}</text></g>')
             x += bar + gap
-        parts.append(f'<text x="{(start + x - gap) / 2:.1f}" y="{height - 4}" text-anchor="middle" '
-                     f'font-weight="600" fill="{colours[cat]}">{esc(cat)} ({len(bars)})</text>')
-        x += group_gap
+        parts.append(f'<text x="{start + span / 2:.1f}" y="{height - 4}" text-anchor="middle" '
+                     f'font-weight="600" fill="{colours[cat]}">{esc(title)}</text>')
+        x = start + span + group_gap
     parts.append(f'<line class="axis" x1="{left}" x2="{width}" y1="{base}" y2="{base}"/></svg>')
     return "".join(parts)
 

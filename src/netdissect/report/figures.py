@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg", force=False)
 from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from netdissect.report.views import LayerView, category_colours  # noqa: E402
 
@@ -51,6 +52,7 @@ def concept_figure(view: LayerView, stem: Path, title: str | None = None) -> lis
         ax.text(centre, 1.02, text, transform=ax.get_xaxis_transform(), ha="center",
                 va="bottom", fontsize=8, color=colour, fontweight="bold")
     ax.set_ylabel("units")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.spines[["top", "right"]].set_visible(False)
     if not groups:
         ax.text(0.5, 0.5, "no detectors", ha="center", va="center", transform=ax.transAxes)
@@ -77,6 +79,7 @@ def comparison_figure(layers: list[tuple[str, LayerView]], stem: Path) -> list[P
         ax.text(i, total, str(total), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(layers)), labels, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("unique detectors")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.spines[["top", "right"]].set_visible(False)
     ax.legend(fontsize=7, frameon=False, bbox_to_anchor=(1.01, 1), loc="upper left")
     return save_figure(figure, stem)

@@ -49,9 +49,10 @@ def rotation_power(rotation: torch.Tensor, a: float) -> torch.Tensor:
     """R^a for a rotation R and a in [0, 1], in float64; exactly the identity at a = 0.
 
     R is normal, so R = V diag(e^{i theta}) V^-1 with eigen-angles theta in (-pi, pi]; then
-    R^a = V diag(e^{i a theta}) V^-1 (the principal power, the same path the real Schur form
-    gives: each 2x2 rotation block turns by a * theta).  Conjugate eigenvalues get conjugate
-    powers, so the result is real up to rounding; its real part is returned.
+    R^a = V diag(e^{i a theta}) V^-1.  This is the principal power the real Schur form gives
+    (R = Q blockdiag(rot(theta_j)) Q^T, R^a = Q blockdiag(rot(a theta_j)) Q^T) computed in
+    complex arithmetic, as scipy is not a dependency.  Conjugate eigenvalues get conjugate
+    powers, so the result is real up to rounding (~1e-15); its real part is returned.
     """
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"rotation power must be in [0, 1], got {a}")

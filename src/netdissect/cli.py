@@ -6,6 +6,7 @@
     netdissect layers MODEL
     netdissect relabel OUT [--iou-threshold T] [--definition original|lite]
     netdissect download broden [--variant 224|227|384] [--dest DIR] [--url URL]
+    netdissect report OUT / netdissect serve OUT [--port N]
 
 Every option has an API twin (see `netdissect.dissect`); errors are printed as one line
 naming what was wrong and what to do, with exit status 2.
@@ -63,6 +64,7 @@ def add_dissect_parser(sub) -> None:
     p.add_argument("--cache-limit-gb", type=float, default=8.0,
                    help="largest on-disk activation cache; above it pass 2 runs the model again")
     p.add_argument("--out", required=True, help="result folder (OUT/<layer>/...)")
+    p.add_argument("--no-report", action="store_true", help="write the result files but no HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_dissect)
 
@@ -82,7 +84,7 @@ def run_dissect(args: argparse.Namespace) -> int:
         std=args.std or info.std, input_size=args.input_size or info.input_size,
         batch_size=args.batch_size, workers=args.workers, device=args.device, top_k=args.top_k,
         skip_bad=args.skip_bad, cache_limit_gb=args.cache_limit_gb, out=args.out,
-        progress=not args.quiet, model_info=info.describe())
+        progress=not args.quiet, model_info=info.describe(), report=not args.no_report)
     print_summary([result], Path(args.out))
     return 0
 
@@ -102,6 +104,8 @@ def print_summary(results: list, out: Path) -> None:
     for row in [header] + rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     print(f"results: {out.resolve()}")
+    if (out / "index.html").is_file():
+        print(f"report:  {(out / 'index.html').resolve()}")
 
 
 def add_demo_parser(sub) -> None:
@@ -195,8 +199,12 @@ def add_relabel_parser(sub) -> None:
 def run_relabel(args: argparse.Namespace) -> int:
     from netdissect.results import Dissection
 
+    from netdissect.report import write_report
+
     dissection = Dissection.load(args.out).relabel(args.iou_threshold, args.definition)
     dissection.save(args.out)
+    if (Path(args.out) / "index.html").is_file():
+        write_report(dissection, args.out, progress=False)
     print_summary([dissection], Path(args.out))
     return 0
 
@@ -204,12 +212,13 @@ def run_relabel(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from netdissect import __version__
     from netdissect.data.download import add_download_parser
+    from netdissect.report import add_report_parser, add_serve_parser
 
     parser = argparse.ArgumentParser(prog="netdissect", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"netdissect {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_dissect_parser, add_demo_parser, add_toyworld_parser, add_layers_parser,
-                add_relabel_parser, add_download_parser):
+                add_relabel_parser, add_download_parser, add_report_parser, add_serve_parser):
         add(sub)
     return parser
 

@@ -20,8 +20,10 @@ def run_demo(out: str | os.PathLike = "results/demo", data: str | os.PathLike = 
              images: int = 2000, seed: int = 0, models: tuple[str, ...] = DEMO_MODELS,
              batch_size: int = 32, workers: int | None = None, device: str | None = None,
              progress: bool = True) -> dict[str, Dissection]:
-    """Dissect the demo models on the toy world; results under OUT/<model>/<layer>/."""
+    """Dissect the demo models on the toy world; results under OUT/<model>/<layer>/ and the
+    report at OUT/index.html."""
     from netdissect.models.zoo import build_model
+    from netdissect.report import write_report
 
     out = Path(out)
     world = ensure_toyworld(data, images=images, seed=seed, progress=progress)
@@ -31,6 +33,6 @@ def run_demo(out: str | os.PathLike = "results/demo", data: str | os.PathLike = 
         results[name] = dissect(
             info.model, world, info.default_layers, mean=info.mean, std=info.std,
             input_size=info.input_size, batch_size=batch_size, workers=workers, device=device,
-            out=out / name, progress=progress,
-            model_info=info.describe())
+            out=out / name, progress=progress, model_info=info.describe(), report=False)
+    write_report(out, progress=progress)  # one report: an overview of both models, a page per layer
     return results

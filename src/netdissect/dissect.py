@@ -142,12 +142,13 @@ def dissect(model: nn.Module, dataset: str | os.PathLike | Broden, layers: list[
             workers: int | None = None, device: str | torch.device | None = None,
             top_k: int = 10, skip_bad: bool = False, cache_limit_gb: float = 8.0,
             out: str | os.PathLike | None = None, progress: bool = True,
-            model_info: dict | None = None) -> Dissection:
+            model_info: dict | None = None, report: bool = True) -> Dissection:
     """Dissect `layers` of `model` on a Broden-format dataset (METHOD.md sections 4-7).
 
     Returns a `Dissection`; with `out`, also writes OUT/<layer>/{tally.csv, units.json,
-    summary.json, stats.pt} once every pass has finished.  `model_info` (name, weights,
-    weights_fingerprint, preset) is recorded in summary.json.
+    summary.json, stats.pt} once every pass has finished, and (unless `report=False`) the
+    HTML report OUT/index.html.  `model_info` (name, weights, weights_fingerprint, preset) is
+    recorded in summary.json.
     """
     if isinstance(input_size, int):
         input_size = (input_size, input_size)
@@ -165,6 +166,10 @@ def dissect(model: nn.Module, dataset: str | os.PathLike | Broden, layers: list[
     dissection = run.execute()
     if out is not None:
         dissection.save(out)
+        if report:
+            from netdissect.report import write_report
+
+            write_report(dissection, out, dataset=broden.root, progress=progress)
     return dissection
 
 

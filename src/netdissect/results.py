@@ -285,6 +285,11 @@ class Dissection:
     def summary(self) -> dict:
         return {name: result.counts() for name, result in self.layers.items()}
 
+    def _repr_html_(self) -> str:
+        from netdissect.report import dissection_html
+
+        return dissection_html(self)
+
     def relabel(self, iou_threshold: float | None = None, definition: str | None = None) -> "Dissection":
         """Apply another IoU threshold or definition to the saved tallies (no data needed)."""
         for result in self.layers.values():

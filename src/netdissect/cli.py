@@ -7,6 +7,7 @@
     netdissect relabel OUT [--iou-threshold T] [--definition original|lite]
     netdissect download broden [--variant 224|227|384] [--dest DIR] [--url URL]
     netdissect report OUT / netdissect serve OUT [--port N]
+    netdissect rotate / compare / ablate ...   (the experiments of the papers)
 
 Every option has an API twin (see `netdissect.dissect`); errors are printed as one line
 naming what was wrong and what to do, with exit status 2.
@@ -212,13 +213,15 @@ def run_relabel(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from netdissect import __version__
     from netdissect.data.download import add_download_parser
+    from netdissect.experiments import add_ablate_parser, add_compare_parser, add_rotate_parser
     from netdissect.report import add_report_parser, add_serve_parser
 
     parser = argparse.ArgumentParser(prog="netdissect", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"netdissect {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_dissect_parser, add_demo_parser, add_toyworld_parser, add_layers_parser,
-                add_relabel_parser, add_download_parser, add_report_parser, add_serve_parser):
+                add_relabel_parser, add_download_parser, add_report_parser, add_serve_parser,
+                add_rotate_parser, add_compare_parser, add_ablate_parser):
         add(sub)
     return parser
 

@@ -65,6 +65,10 @@ def add_dissect_parser(sub) -> None:
     p.add_argument("--cache-limit-gb", type=float, default=8.0,
                    help="largest on-disk activation cache; above it pass 2 runs the model again")
     p.add_argument("--out", required=True, help="result folder (OUT/<layer>/...)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the saved state of an interrupted run and layers finished earlier")
+    p.add_argument("--checkpoint-seconds", type=float, default=300.0,
+                   help="save the run's state this often, to resume after an interruption (default 300)")
     p.add_argument("--no-report", action="store_true", help="write the result files but no HTML report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_dissect)
@@ -85,8 +89,12 @@ def run_dissect(args: argparse.Namespace) -> int:
         std=args.std or info.std, input_size=args.input_size or info.input_size,
         batch_size=args.batch_size, workers=args.workers, device=args.device, top_k=args.top_k,
         skip_bad=args.skip_bad, cache_limit_gb=args.cache_limit_gb, out=args.out,
-        progress=not args.quiet, model_info=info.describe(), report=not args.no_report)
-    print_summary([result], Path(args.out))
+        progress=not args.quiet, model_info=info.describe(), report=not args.no_report,
+        restart=args.restart, checkpoint_seconds=args.checkpoint_seconds)
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print_summary([result], Path(args.out))
     return 0
 
 
@@ -228,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from netdissect.data.broden import BrodenError
-    from netdissect.dissect import DissectError
+    from netdissect.dissect import DissectError, Interrupted
     from netdissect.models.capture import LayerError
     from netdissect.models.weights import WeightsError
     from netdissect.models.zoo import ModelError
@@ -241,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             FileNotFoundError) as e:
         print(f"netdissect {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"netdissect {args.command}: {e}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("netdissect: interrupted; no result files were written for unfinished layers.",
               file=sys.stderr)

@@ -224,6 +224,17 @@ class LayerResult:
                    top_maps=state["top_maps"], definition=settings.get("definition", "original"),
                    iou_threshold=settings.get("iou_threshold", 0.04), meta=meta)
 
+    def relabel(self, iou_threshold: float | None = None, definition: str | None = None) -> "LayerResult":
+        """Use another IoU threshold or definition from now on (labels are derived on demand)."""
+        settings = self.meta.setdefault("settings", {})
+        if iou_threshold is not None:
+            self.iou_threshold = settings["iou_threshold"] = iou_threshold
+        if definition is not None:
+            if definition not in DEFINITIONS:
+                raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+            self.definition = settings["definition"] = definition
+        return self
+
     def summary(self) -> dict:
         return {"layer": self.layer, **self.counts(), **self.meta}
 
@@ -293,14 +304,7 @@ class Dissection:
     def relabel(self, iou_threshold: float | None = None, definition: str | None = None) -> "Dissection":
         """Apply another IoU threshold or definition to the saved tallies (no data needed)."""
         for result in self.layers.values():
-            if iou_threshold is not None:
-                result.iou_threshold = iou_threshold
-                result.meta.setdefault("settings", {})["iou_threshold"] = iou_threshold
-            if definition is not None:
-                if definition not in DEFINITIONS:
-                    raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
-                result.definition = definition
-                result.meta.setdefault("settings", {})["definition"] = definition
+            result.relabel(iou_threshold, definition)
         return self
 
     def save(self, out: str | os.PathLike) -> Path:

@@ -36,6 +36,7 @@ class TopQuantile:
     def __init__(self, units: int, q: float, capacity_count: int, device: torch.device | str = "cpu"):
         self.units = units
         self.q = q
+        self.capacity_count = capacity_count
         self.m = max(1, quantile_buffer_size(max(capacity_count, 1), q))
         self.count = 0
         self.pool = torch.full((units, 2 * self.m), -math.inf, device=device)

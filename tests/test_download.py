@@ -365,7 +365,7 @@ def test_archive_that_is_not_broden_is_refused(server, tmp_path):
     (src / "c_scene.csv").unlink()
     server.files["/broden1_224.zip"] = zip_folder(src)
     dest = tmp_path / "d"
-    with pytest.raises(DownloadError, match="c_scene.csv is missing"):
+    with pytest.raises(DownloadError, match=r"c_scene\.csv: missing"):
         download_broden("224", dest, url=server.base, progress=False)
     assert _files_under(dest) == set()
 
@@ -373,7 +373,7 @@ def test_archive_that_is_not_broden_is_refused(server, tmp_path):
 def test_check_broden_folder_names_missing_image(tmp_path):
     folder = make_broden(tmp_path / "b")
     (folder / "images" / "toy" / "1_object.png").unlink()
-    with pytest.raises(DownloadError, match=r"index.csv line 3 names 'toy/1_object.png'"):
+    with pytest.raises(DownloadError, match=r"1 file\(s\) named in .*index\.csv are missing, e\.g\. .*images/toy/1_object\.png"):
         check_broden_folder(folder)
 
 
@@ -381,7 +381,7 @@ def test_check_broden_folder_names_missing_column(tmp_path):
     folder = make_broden(tmp_path / "b")
     rows = list(csv.reader(open(folder / "index.csv")))
     _write_csv(folder / "index.csv", [r[:-1] for r in rows])  # Drop the scene column.
-    with pytest.raises(DownloadError, match=r"lacks the columns \['scene'\]"):
+    with pytest.raises(DownloadError, match=r"index\.csv: no column for category scene"):
         check_broden_folder(folder)
 
 

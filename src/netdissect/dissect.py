@@ -384,6 +384,10 @@ class _Run:
         self.bad = [b for part in gather_objects(self.bad) for b in part]
         if self.state_path is not None:
             self.state_path.unlink(missing_ok=True)
+            try:
+                self.state_path.parent.rmdir()  # the last rank to finish removes the folder
+            except OSError:
+                pass
         return self._results()
 
     @staticmethod

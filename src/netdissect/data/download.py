@@ -61,8 +61,6 @@ DEFAULT_BASE_URL = "http://netdissect.csail.mit.edu/data/"
 URL_ENV_VAR = "NETDISSECT_BRODEN_URL"
 USER_AGENT = "netdissect-download/0.1"
 CHUNK_BYTES = 1 << 20
-INDEX_FIXED_COLUMNS = ("image", "split", "ih", "iw", "sh", "sw")
-ROWS_TO_CHECK = 5
 
 
 @dataclass(frozen=True)
@@ -320,72 +318,29 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
 # Checking the result
 
 
-def _read_header(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DownloadError(f"{path} is missing.")
-    with open(path, newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f), None)
-    if not header:
-        raise DownloadError(f"{path} is empty.")
-    return [h.strip() for h in header]
-
-
 def check_broden_folder(folder: str | Path) -> None:
-    """Check that ``folder`` looks like a readable Broden dataset; raise DownloadError if not.
+    """Check that ``folder`` is a readable Broden dataset; raise DownloadError if not.
 
-    Checks the presence of ``index.csv``, ``label.csv``, ``category.csv``, one ``c_<cat>.csv``
-    per category and ``images/``, the columns of ``index.csv``, and that the image and label
-    files named by its first rows exist. It is a quick sanity check, not a full read.
+    Reads it with the Broden reader (every CSV file, every index row, paths confined to
+    ``images/``) and checks that every image and label plane the index names exists.
     """
+    from netdissect.data.broden import BrodenError, load_broden
+
     folder = Path(folder)
     advice = (
         f"The dataset in {folder} is incomplete or not in Broden format: delete it and run "
         f"`netdissect download broden` again (with --url for another mirror if this recurs)."
     )
     try:
-        for name in ("index.csv", "label.csv", "category.csv"):
-            _read_header(folder / name)
-        if not (folder / "images").is_dir():
-            raise DownloadError(f"{folder / 'images'} is missing.")
-        label_header = _read_header(folder / "label.csv")
-        missing = {"number", "name", "category"} - set(label_header)
-        if missing:
-            raise DownloadError(f"{folder / 'label.csv'} lacks the columns {sorted(missing)}.")
-        with open(folder / "category.csv", newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        if not rows or "name" not in rows[0]:
-            raise DownloadError(f"{folder / 'category.csv'} has no 'name' column or no rows.")
-        categories = [row["name"].strip() for row in rows]
-        for cat in categories:
-            _read_header(folder / f"c_{cat}.csv")
-        index_path = folder / "index.csv"
-        header = _read_header(index_path)
-        missing = [c for c in (*INDEX_FIXED_COLUMNS, *categories) if c not in header]
-        if missing:
-            raise DownloadError(f"{index_path} lacks the columns {missing}.")
-        with open(index_path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            for line, row in enumerate(reader, start=2):
-                if line - 1 > ROWS_TO_CHECK:
-                    break
-                files = [row["image"]] + [
-                    item
-                    for cat in categories
-                    for item in (row.get(cat) or "").split(";")
-                    if item and not item.strip().isdigit()
-                ]
-                for name in files:
-                    if not (folder / "images" / name.strip()).is_file():
-                        raise DownloadError(
-                            f"{index_path} line {line} names {name!r}, but "
-                            f"{folder / 'images' / name.strip()} is missing."
-                        )
-            if reader.line_num < 2:
-                raise DownloadError(f"{index_path} lists no images.")
-    except DownloadError as err:
+        broden = load_broden(folder)
+    except BrodenError as err:
         raise DownloadError(f"{err} {advice}") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DownloadError(f"cannot read the dataset in {folder} ({err}). {advice}") from None
+    missing = broden.check_files()
+    if missing:
+        raise DownloadError(f"{len(missing)} file(s) named in {folder / 'index.csv'} are missing, "
+                            f"e.g. {folder / 'images' / missing[0]}. {advice}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -355,7 +355,8 @@ def test_demo_removing_top_units_hurts_more_than_random(toy_world, tmp_path):
     gaps = []
     for name, c in summary["classes"].items():
         if c.get("curve") and c["accuracy"] >= 0.5:
-            at8 = next(r for r in c["curve"] if r["removed"] == 8)
-            assert at8["removed_top"] <= at8["removed_random"], name
-            gaps.append(at8["removed_random"] - at8["removed_top"])
-    assert gaps and sum(gaps) / len(gaps) > 0.1
+            for n in (16, 20):
+                row = next(r for r in c["curve"] if r["removed"] == n)
+                assert row["removed_top"] <= row["removed_random"], (name, n)
+            gaps.append(row["removed_random"] - row["removed_top"])  # at 20 units
+    assert len(gaps) >= 3 and sum(gaps) / len(gaps) > 0.2

@@ -10,7 +10,9 @@ ranks its units by that drop.  Accuracy moves in steps of one image, so many uni
 at 0): ties are broken by the drop of the class's mean correct-class probability (softmax) on
 its own images, then by unit number.  Then, per class, the accuracy after removing its top
 n units (n = 1, 2, 4, 8, 16, 20 by default, clipped to the layer size), after removing n
-random units (seeded, averaged over a few draws), and after removing all but its top n units.
+random units (seeded, averaged over a few draws), and after removing all but its top n units
+(with few units kept the classifier may predict that class everywhere, which per-class recall
+rewards; `kept_top_only_balanced` gives the balanced accuracy under the same mask).
 Given a saved dissection of the layer, the top units are listed with their concepts.
 
 Batched: masks are evaluated many at a time.  A hook on the layer repeats the batch's output
@@ -409,7 +411,8 @@ def ablate(model: nn.Module, data: str | os.PathLike | LabelledImages, layer: st
                          "removed_top": float(acc2[row_of[("top", name, n)], ci]),
                          "removed_random": float(rand.mean()),
                          "removed_random_std": float(rand.std(unbiased=False)),
-                         "kept_top_only": float(acc2[row_of[("keep", name, n)], ci])})
+                         "kept_top_only": float(acc2[row_of[("keep", name, n)], ci]),
+                         "kept_top_only_balanced": float(acc2[row_of[("keep", name, n)]].nanmean())})
         curves[name] = rows
     mean_cost = {n: float(np.mean([curves[c][i]["baseline"] - curves[c][i]["kept_top_only"]
                                    for c in classes])) for i, n in enumerate(counts)}

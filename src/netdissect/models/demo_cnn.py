@@ -1,0 +1,93 @@
+"""The demo CNN: a small VGG-like network trained only on the toy world's scene labels.
+
+It is what `netdissect demo` dissects: trained to classify toy-world scenes (street, park,
+forest, harbor, bedroom, kitchen), its top layer grows units that detect the objects and parts
+that tell those scenes apart, which Network Dissection then finds without being told.
+
+Architecture, for 224x224 input: five stages `conv1`..`conv5`, each an `nn.Sequential` of
+(max-pool,) 3x3 convolution and ReLU, no batch normalisation; `conv1` has stride 2, stages 2-4
+start with a 2x2 max-pool, so `conv5` is 256 channels at 14x14; then global average pooling
+(`pool`) and a linear classifier (`fc`).  About 540k parameters (2.1 MB of float32).
+
+The trained weights ship in `netdissect/assets/demo_cnn.pt` (a state dict, loadable with
+`torch.load(..., weights_only=True)`) next to `demo_cnn.json` (class names, input
+normalisation, the toy world and the accuracies of the training run); `train_demo.py`
+reproduces them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+WEIGHTS = ASSETS / "demo_cnn.pt"
+METADATA = ASSETS / "demo_cnn.json"
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+WIDTHS = (32, 64, 128, 128, 256)
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+
+
+def _stage(in_channels: int, out_channels: int, pool: bool, stride: int = 1) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.MaxPool2d(2)] if pool else []
+    layers += [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1),
+               nn.ReLU(inplace=False)]
+    return nn.Sequential(*layers)
+
+
+class DemoCNN(nn.Module):
+    """A five-stage VGG-like scene classifier; `conv1`..`conv5` are the layers to dissect."""
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = WIDTHS):
+        super().__init__()
+        w1, w2, w3, w4, w5 = widths
+        self.conv1 = _stage(3, w1, pool=False, stride=2)   # 112x112 for a 224 input
+        self.conv2 = _stage(w1, w2, pool=True)             # 56x56
+        self.conv3 = _stage(w2, w3, pool=True)             # 28x28
+        self.conv4 = _stage(w3, w4, pool=True)             # 14x14
+        self.conv5 = _stage(w4, w5, pool=False)            # 14x14
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(w5, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, num_classes) of normalised images (N, 3, H, W); any H, W >= 32."""
+        for name in LAYERS:
+            x = getattr(self, name)(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def demo_cnn_metadata(path: str | os.PathLike | None = None) -> dict:
+    """The metadata stored with the demo weights: class names, mean/std, training record."""
+    path = Path(path) if path is not None else METADATA
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: demo CNN metadata missing; reinstall netdissect or "
+                                "retrain with `python -m netdissect.train_demo`.") from None
+
+
+def load_demo_cnn(pretrained: bool = True, weights: str | os.PathLike | None = None) -> DemoCNN:
+    """The demo CNN in eval mode, with the shipped (or given) trained weights if `pretrained`.
+
+    `weights` is a state-dict file written by `train_demo`; its metadata is read from the
+    .json file of the same name.  The model carries `class_names` (scene label names, index =
+    output unit), `mean` and `std` (input normalisation on 0-1 RGB).
+    """
+    path = Path(weights) if weights is not None else WEIGHTS
+    meta = demo_cnn_metadata(path.with_suffix(".json"))
+    model = DemoCNN(len(meta["class_names"]), tuple(meta.get("widths", WIDTHS)))
+    if pretrained:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    model.class_names = list(meta["class_names"])
+    model.mean = tuple(meta.get("mean", MEAN))
+    model.std = tuple(meta.get("std", STD))
+    return model.eval()

@@ -1,0 +1,215 @@
+"""Train the demo CNN on the scene labels of a toy world (a Broden-format folder).
+
+The demo model shipped in `netdissect/assets/demo_cnn.pt` was made with
+
+    python -m netdissect.train_demo --dataset <toy world of 2000 images, seed 0> \\
+        --out src/netdissect/assets/demo_cnn.pt
+
+Only the image-level `scene` labels of index.csv are used; the object, part and material
+planes are never seen, so whatever object detectors Network Dissection later finds in the
+model emerged from scene classification alone.  Training is seeded and single-machine
+deterministic, uses `threads` CPU threads (2 by default; a few minutes for the default world),
+and works on random 160x160 crops (with horizontal flips) of the 224x224 images: crops keep
+objects at the scale they have at 224, and global average pooling lets the model run on full
+224x224 images afterwards, where its accuracies are measured.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from netdissect.models.demo_cnn import LAYERS, MEAN, STD, WIDTHS, DemoCNN
+from netdissect.results import atomic_torch_save, atomic_write_json
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; pass the folder of a Broden-format dataset "
+                                "with a scene category (for example a toy world).")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def scene_classes(dataset_dir: str | os.PathLike) -> list[str]:
+    """Scene label names of a Broden-format dataset, ordered by global label number."""
+    rows = _read_rows(Path(dataset_dir) / "c_scene.csv")
+    return [r["name"] for r in sorted(rows, key=lambda r: int(r["number"]))]
+
+
+def load_scene_images(dataset_dir: str | os.PathLike, class_names: list[str],
+                      split: str | None = None, limit: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images with a scene label, as uint8 (N, 3, H, W), and their class indices (N,).
+
+    Classes are matched by name to `class_names`; images of other scenes, images without a
+    scene and (when `split` is given) other splits are skipped; `limit` keeps the first ones.
+    """
+    root = Path(dataset_dir)
+    names = {r["number"]: r["name"] for r in _read_rows(root / "label.csv")}
+    index = {name: i for i, name in enumerate(class_names)}
+    images, labels = [], []
+    for row in _read_rows(root / "index.csv"):
+        if split is not None and row["split"] != split:
+            continue
+        scenes = [names.get(item) for item in row.get("scene", "").split(";") if item.isdigit()]
+        if not scenes or scenes[0] not in index:
+            continue
+        with Image.open(root / "images" / row["image"]) as im:
+            images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        labels.append(index[scenes[0]])
+        if limit is not None and len(labels) >= limit:
+            break
+    if not images:
+        raise ValueError(f"{root}: no image with a scene label among {class_names}"
+                         + (f" in split {split!r}" if split else "") + ".")
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return batch, torch.tensor(labels, dtype=torch.int64)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) images to float, scaled to 0-1 and normalised with ImageNet mean/std."""
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 50) -> float:
+    """Top-1 accuracy of `model` on uint8 images (run at their full size)."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(normalize(images[start:start + batch_size]))
+        correct += int((logits.argmax(1) == labels[start:start + batch_size]).sum())
+    return correct / max(1, len(images))
+
+
+def _random_crops(images: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """One random crop of size `crop` per image, flipped left-right half of the time."""
+    n, _, h, w = images.shape
+    ys = torch.randint(0, h - crop + 1, (n,), generator=generator).tolist()
+    xs = torch.randint(0, w - crop + 1, (n,), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([img[:, y:y + crop, x:x + crop] for img, y, x in zip(images, ys, xs)])
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def train_demo(dataset_dir: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0,
+               epochs: int = 18, progress: bool = True, batch_size: int = 32,
+               lr: float = 2e-3, crop: int = 160, threads: int = 2,
+               max_images: int | None = None) -> dict:
+    """Train a `DemoCNN` on the scenes of `dataset_dir`; write weights and metadata.
+
+    Writes the state dict to `out_path` and the metadata (class names, normalisation, the
+    dataset's toy-world parameters, accuracies, timing) to `out_path` with suffix .json, both
+    atomically, and returns the metadata.  The train split trains, the val split is held
+    out; both accuracies are measured on full-size images.  `max_images` caps the number of
+    training images (for quick tests).
+    """
+    start = time.perf_counter()
+    root, out_path = Path(dataset_dir), Path(out_path)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        class_names = scene_classes(root)
+        train_x, train_y = load_scene_images(root, class_names, "train", limit=max_images)
+        try:
+            val_x, val_y = load_scene_images(root, class_names, "val")
+        except ValueError:
+            val_x, val_y = train_x[:0], train_y[:0]
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        model = DemoCNN(len(class_names))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        steps = epochs * math.ceil(len(train_x) / batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
+                                                       pct_start=0.15)
+        crop = min(crop, train_x.shape[-1], train_x.shape[-2])
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=steps, desc="train demo CNN", unit="batch")
+        history = []
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(len(train_x), generator=generator)
+            total, seen = 0.0, 0
+            for b in range(0, len(order), batch_size):
+                idx = order[b:b + batch_size]
+                x = normalize(_random_crops(train_x[idx], crop, generator))
+                loss = nn.functional.cross_entropy(model(x), train_y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")
+            history.append(round(total / seen, 4))
+        if bar is not None:
+            bar.close()
+        train_acc = accuracy(model, train_x, train_y)
+        val_acc = accuracy(model, val_x, val_y) if len(val_x) else float("nan")
+        manifest_path = root / "toyworld.json"
+        manifest = (json.loads(manifest_path.read_text(encoding="utf-8"))
+                    if manifest_path.is_file() else {})
+        meta = {
+            "model": "DemoCNN", "widths": list(WIDTHS), "layers": list(LAYERS),
+            "class_names": class_names, "input_size": [224, 224],
+            "mean": list(MEAN), "std": list(STD), "pixel_range": "0-1 RGB",
+            "dataset": {"toyworld_images": manifest.get("images"),
+                        "toyworld_seed": manifest.get("seed"),
+                        "train_images": len(train_x), "val_images": len(val_x)},
+            "training": {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                         "crop": crop, "threads": threads, "loss_per_epoch": history,
+                         "seconds": round(time.perf_counter() - start, 1),
+                         "torch": torch.__version__},
+            "train_accuracy": round(train_acc, 4),
+            "val_accuracy": round(val_acc, 4) if not math.isnan(val_acc) else None,
+        }
+        atomic_torch_save(out_path, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        atomic_write_json(out_path.with_suffix(".json"), meta)
+        return meta
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: generate (or reuse) a toy world and train the demo CNN on it."""
+    from netdissect.data.toyworld import ensure_toyworld
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="toyworld-2000",
+                        help="toy world folder (generated if missing)")
+    parser.add_argument("--images", type=int, default=2000, help="toy world size")
+    parser.add_argument("--world-seed", type=int, default=0, help="toy world seed")
+    parser.add_argument("--out", default="demo_cnn.pt", help="weights file to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=18)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    world = ensure_toyworld(args.dataset, images=args.images, seed=args.world_seed,
+                            progress=not args.quiet)
+    meta = train_demo(world, args.out, seed=args.seed, epochs=args.epochs,
+                      threads=args.threads, progress=not args.quiet)
+    print(json.dumps({k: meta[k] for k in ("train_accuracy", "val_accuracy")}
+                     | {"seconds": meta["training"]["seconds"]}))
+
+
+if __name__ == "__main__":
+    main()

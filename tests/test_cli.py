@@ -114,3 +114,18 @@ def test_cli_errors_are_one_line(broden_dir, user_dir, capsys):
     assert code == 2
     assert "N x C x H x W" in capsys.readouterr().err
     assert not (user_dir / "o").exists()
+
+
+def test_toyworld_and_train_demo_commands(tmp_path, capsys):
+    world = tmp_path / "world"
+    assert main(["toyworld", "--out", str(world), "--images", "40", "--seed", "3", "--quiet"]) == 0
+    assert (world / "index.csv").is_file() and str(world) in capsys.readouterr().out
+    weights = tmp_path / "demo.pt"
+    assert main(["train-demo", "--dataset", str(world), "--images", "40", "--world-seed", "3",
+                 "--epochs", "1", "--out", str(weights), "--quiet"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= printed["train_accuracy"] <= 1.0
+    from netdissect.models.zoo import build_model
+
+    info = build_model("demo_cnn", weights=str(weights))
+    assert info.weights == str(weights) and info.default_layers[-1] == "conv5"

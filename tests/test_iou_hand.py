@@ -123,3 +123,15 @@ def test_counts_and_files(result, tmp_path):
     assert [r["unit"] for r in rows] == ["1", "2", "3"]
     loaded = netdissect.LayerResult.load(tmp_path / "features")
     assert torch.equal(loaded.intersection, result.intersection)
+
+
+def test_result_files_are_readable_by_others(result, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        result.save(tmp_path / "features")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "features" / "tally.csv").stat().st_mode) == 0o644

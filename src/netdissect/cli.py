@@ -3,6 +3,7 @@
     netdissect dissect --dataset DIR --model SPEC --layers NAME[,NAME] --out DIR [...]
     netdissect demo [--out results/demo]
     netdissect toyworld --out DIR [--images N --seed S]
+    netdissect train-demo [--dataset DIR --out demo_cnn.pt]
     netdissect layers MODEL
     netdissect relabel OUT [--iou-threshold T] [--definition original|lite]
     netdissect download broden [--variant 224|227|384] [--dest DIR] [--url URL]
@@ -223,13 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     from netdissect.data.download import add_download_parser
     from netdissect.experiments import add_ablate_parser, add_compare_parser, add_rotate_parser
     from netdissect.report import add_report_parser, add_serve_parser
+    from netdissect.train_demo import add_train_demo_parser
 
     parser = argparse.ArgumentParser(prog="netdissect", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"netdissect {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_dissect_parser, add_demo_parser, add_toyworld_parser, add_layers_parser,
                 add_relabel_parser, add_download_parser, add_report_parser, add_serve_parser,
-                add_rotate_parser, add_compare_parser, add_ablate_parser):
+                add_rotate_parser, add_compare_parser, add_ablate_parser, add_train_demo_parser):
         add(sub)
     return parser
 

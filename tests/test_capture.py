@@ -81,3 +81,14 @@ def test_vit_b_16_end_to_end_through_the_cli(tmp_path, capsys):
     assert summary["settings"]["input_size"] == [224, 224]
     units = json.loads((out / "encoder.layers.encoder_layer_11" / "units.json").read_text())
     assert len(units) == 768 and all(u["threshold"] == u["threshold"] for u in units)
+
+
+def test_resize_is_announced_before_the_run(tmp_path):
+    import netdissect
+    from conftest import TinyNet
+    from netdissect.dissect import ResizeWarning
+
+    data = make_broden(tmp_path / "broden", images=4, seed=2)  # 32x32 images
+    with pytest.warns(ResizeWarning, match=r"4 of 4 images .* are not 48x48 .* resized"):
+        result = netdissect.dissect(TinyNet(), data, ["conv2"], input_size=48, workers=0, progress=False)
+    assert result["conv2"].top_maps.shape[-2:] == (12, 12)  # 48 / 4: the model saw 48x48 inputs

@@ -450,3 +450,35 @@ def test_cli_handler_unreachable_exits_2_without_traceback(tmp_path, capsys):
 def test_cli_rejects_unknown_variant():
     with pytest.raises(SystemExit):
         _parser().parse_args(["download", "broden", "--variant", "100"])
+
+
+def test_download_verify_and_dissect_a_places365_checkpoint_by_model_name(server, broden_zip, tmp_path, capsys):
+    """The user's path of issue 5: download Broden from a mirror, then dissect a published-style
+    Places365 checkpoint (state dict under 'state_dict', 'module.' prefixes) by model name."""
+    import json
+
+    import torch
+    import torchvision
+
+    from netdissect.cli import main
+
+    server.files["/broden1_224.zip"] = broden_zip
+    assert main(["download", "broden", "--dest", str(tmp_path / "d"), "--url", server.base, "--quiet"]) == 0
+    dataset = tmp_path / "d" / "broden1_224"
+    manifest = json.loads((tmp_path / "d" / "broden1_224.manifest.json").read_text())
+    assert manifest["sha256"] == _sha(broden_zip)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=365)
+    checkpoint = tmp_path / "resnet18_places365.pth.tar"
+    torch.save({"epoch": 90, "arch": "resnet18",
+                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, checkpoint)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["dissect", "--dataset", str(dataset), "--model", "resnet18", "--weights", str(checkpoint),
+                 "--layers", "layer4", "--workers", "0", "--quantile", "0.05", "--no-report",
+                 "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "layer4" / "summary.json").read_text())
+    assert summary["model"]["preset"] == "places365"
+    assert summary["settings"]["mean"] == pytest.approx([0.488981, 0.465450, 0.429564])
+    assert summary["model"]["weights_fingerprint"] == _sha(checkpoint.read_bytes())
+    assert summary["shape"] == [512, 7, 7] and summary["dataset"]["images_processed"] == 3

@@ -25,6 +25,7 @@ import shutil
 import signal
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,7 +119,7 @@ class _LayerStats:
 
 
 def _check_finite(name: str, acts: torch.Tensor, index: torch.Tensor, broden: Broden) -> None:
-    if bool(torch.isfinite(acts).all()):
+    if bool(torch.isfinite(acts.sum())) or bool(torch.isfinite(acts).all()):  # the sum is cheap
         return
     b, k = torch.nonzero(~torch.isfinite(acts).flatten(2).all(2))[0].tolist()
     image = broden.rows[int(index[b])].image
@@ -226,6 +227,7 @@ def dissect(model: nn.Module, dataset: str | os.PathLike | Broden, layers: list[
         device = torch.device("cuda", world.local_rank)
     if settings.input_size is None:
         settings.input_size = (broden.rows[0].ih, broden.rows[0].iw)
+    _warn_about_resizing(broden, settings.input_size)
     model_info = dict(model_info or {})
     if not model_info.get("weights_fingerprint"):
         from netdissect.models.weights import fingerprint_state_dict
@@ -241,6 +243,23 @@ def dissect(model: nn.Module, dataset: str | os.PathLike | Broden, layers: list[
 
             write_report(dissection, out, dataset=broden.root, progress=progress)
     return dissection
+
+
+def _warn_about_resizing(broden: Broden, input_size: tuple[int, int]) -> None:
+    """Say before the run starts that images of another size than the model's are resized."""
+    other = sum((row.ih, row.iw) != tuple(input_size) for row in broden.rows)
+    if other:
+        first = next(row for row in broden.rows if (row.ih, row.iw) != tuple(input_size))
+        warnings.warn(f"{other} of {len(broden.rows)} images of {broden.root} are not "
+                      f"{input_size[0]}x{input_size[1]} (e.g. {first.image}: {first.ih}x{first.iw}); "
+                      "they will be resized bilinearly for the model, while the label maps stay at "
+                      f"{broden.label_size[0]}x{broden.label_size[1]}. Use the Broden variant made "
+                      "for this input size (broden1_227 for AlexNet) to avoid resizing.",
+                      ResizeWarning, stacklevel=3)
+
+
+class ResizeWarning(UserWarning):
+    """Dataset images differ in size from the model's input and will be resized."""
 
 
 class _Run:

@@ -30,7 +30,9 @@ class TopQuantile:
     """Per-unit exact (1 - q) quantile over a stream of values.
 
     `capacity_count` is an upper bound on the number of values each unit will see (images x
-    positions); it sizes the buffers.  `update(values)` takes (units, n) values.
+    positions); it sizes the buffers.  `update(values)` takes (units, n) values.  Each unit's
+    pool holds at least its m largest values so far (columns beyond a unit's `filled` count
+    are -inf); values not above the unit's current m-th largest are never stored.
     """
 
     def __init__(self, units: int, q: float, capacity_count: int, device: torch.device | str = "cpu"):
@@ -40,40 +42,36 @@ class TopQuantile:
         self.m = max(1, quantile_buffer_size(max(capacity_count, 1), q))
         self.count = 0
         self.pool = torch.full((units, 2 * self.m), -math.inf, device=device)
-        self.filled = 0  # columns of `pool` in use
+        self.filled = torch.zeros(units, dtype=torch.int64, device=device)
         self.floor = torch.full((units,), -math.inf, device=device)  # m-th largest once known
 
     def update(self, values: torch.Tensor) -> None:
         """Add (units, n) values; they must be finite (checked by the caller)."""
-        n = values.shape[1]
-        self.count += n
-        if self.filled >= self.m:
-            keep = int((values > self.floor[:, None]).sum(1).max())
-            if keep == 0:
-                return
-            if keep < n:
-                values = values.topk(keep, dim=1, sorted=False).values
-        self._append(values)
-
-    def _append(self, values: torch.Tensor) -> None:
-        n = values.shape[1]
-        if self.filled + n > self.pool.shape[1]:
-            self._compact(values)
+        self.count += values.shape[1]
+        keep = values > self.floor[:, None]
+        unit, position = torch.nonzero(keep, as_tuple=True)  # grouped by unit, in order
+        if len(unit) == 0:
             return
-        self.pool[:, self.filled:self.filled + n] = values
-        self.filled += n
+        counts = torch.bincount(unit, minlength=self.units)
+        if int((self.filled + counts).max()) > self.pool.shape[1]:
+            self._compact()
+            if int(counts.max()) > self.pool.shape[1] - self.m:
+                # Many new candidates (the first batches): keep the batch's m largest per unit.
+                self._compact(values.masked_fill(~keep, -math.inf).topk(min(self.m, values.shape[1]), dim=1).values)
+                return
+        start = torch.cumsum(counts, 0) - counts
+        column = self.filled[unit] + torch.arange(len(unit), device=unit.device) - start[unit]
+        self.pool[unit, column] = values[unit, position]
+        self.filled += counts
 
     def _compact(self, extra: torch.Tensor | None = None) -> None:
         """Keep only the m largest values per unit (of the pool and `extra`)."""
-        values = self.pool[:, :self.filled]
-        if extra is not None:
-            values = torch.cat([values, extra], dim=1)
-        keep = min(self.m, values.shape[1])
-        top = values.topk(keep, dim=1, sorted=True).values
-        self.pool.fill_(-math.inf)
-        self.pool[:, :keep] = top
-        self.filled = keep
-        if keep >= self.m:
+        values = self.pool if extra is None else torch.cat([self.pool, extra.to(self.pool)], dim=1)
+        top = values.topk(min(self.m, values.shape[1]), dim=1, sorted=True).values
+        self.pool = torch.full_like(self.pool, -math.inf)
+        self.pool[:, :top.shape[1]] = top
+        self.filled.fill_(top.shape[1])
+        if top.shape[1] == self.m:
             self.floor = top[:, -1].clone()
 
     def merge(self, other: "TopQuantile") -> None:
@@ -81,7 +79,7 @@ class TopQuantile:
         if other.m != self.m or other.units != self.units:
             raise ValueError("cannot merge quantile statistics of different shapes")
         self.count += other.count
-        self._compact(other.pool[:, :other.filled].to(self.pool.device))
+        self._compact(other.pool)
 
     def thresholds(self) -> torch.Tensor:
         """The exact (1 - q) quantile of each unit's values, float32 (units,)."""
@@ -105,12 +103,12 @@ class TopQuantile:
     def state_dict(self) -> dict:
         self._compact()
         return {"q": self.q, "m": self.m, "count": self.count,
-                "values": self.pool[:, :self.filled].cpu().clone()}
+                "values": self.pool[:, :self.m].cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         if state["m"] != self.m or state["values"].shape[0] != self.units:
             raise ValueError("saved quantile statistics do not fit this run")
         self.count = int(state["count"])
-        self.filled = 0
         self.pool.fill_(-math.inf)
-        self._compact(state["values"].to(self.pool.device))
+        self.filled.zero_()
+        self._compact(state["values"])

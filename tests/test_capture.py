@@ -92,3 +92,31 @@ def test_resize_is_announced_before_the_run(tmp_path):
     with pytest.warns(ResizeWarning, match=r"4 of 4 images .* are not 48x48 .* resized"):
         result = netdissect.dissect(TinyNet(), data, ["conv2"], input_size=48, workers=0, progress=False)
     assert result["conv2"].top_maps.shape[-2:] == (12, 12)  # 48 / 4: the model saw 48x48 inputs
+
+
+TIMM_REGISTER_VIT = """
+from timm.models.vision_transformer import VisionTransformer
+
+def build():
+    # a class token and 4 register tokens before the 4x4 patch grid
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2,
+                             reg_tokens=4, num_classes=3)
+"""
+
+
+def test_timm_vits_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("timm")
+    data = make_broden(tmp_path / "broden", images=4, seed=2)
+    out = tmp_path / "out"
+    assert main(["dissect", "--dataset", str(data), "--model", "timm:vit_tiny_patch16_224",
+                 "--layers", "blocks.11", "--workers", "0", "--quantile", "0.05", "--no-report",
+                 "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    summary = json.loads((out / "blocks.11" / "summary.json").read_text())
+    assert summary["shape"] == [192, 14, 14]
+    (tmp_path / "regvit.py").write_text(TIMM_REGISTER_VIT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["dissect", "--dataset", str(data), "--model", "regvit:build", "--layers", "blocks.1",
+                 "--workers", "0", "--quantile", "0.05", "--no-report", "--out", str(out / "reg"),
+                 "--quiet"]) == 0, capsys.readouterr().err
+    summary = json.loads((out / "reg" / "blocks.1" / "summary.json").read_text())
+    assert summary["shape"] == [16, 4, 4]  # 1 + 4 + 16 tokens: the 5 extra ones dropped

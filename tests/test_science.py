@@ -38,7 +38,7 @@ def test_scene_training_creates_object_and_part_detectors(world):
 
 def test_efficientnet_colour_share_falls_with_depth(world):
     info = build_model("efficientnet_lite0")
-    early, late = info.aliases["block2"], info.aliases["block6"]
+    early, late = info.aliases["stem"], info.aliases["block7"]
     result = dissect(info, world, [early, late])
 
     def colour_share(layer):
@@ -47,4 +47,6 @@ def test_efficientnet_colour_share_falls_with_depth(world):
         colour = result[layer].labels.categories.index("color")
         return float(((cat == colour) & detectors).sum()) / max(int(detectors.sum()), 1)
 
-    assert colour_share(early) > colour_share(late) + 0.1, (colour_share(early), colour_share(late))
+    # on 400 images of the demo world, 10 of the stem's 21 detectors are colour detectors, 1 of
+    # block 7's 124
+    assert colour_share(early) >= 0.3 and colour_share(late) <= 0.05, (colour_share(early), colour_share(late))

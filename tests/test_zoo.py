@@ -351,9 +351,9 @@ def test_efficientnet_lite0_loads_offline_with_its_preprocessing(lite0):
     assert lite0.mean == pytest.approx((127 / 255,) * 3)
     assert lite0.std == pytest.approx((128 / 255,) * 3)
     assert lite0.input_size == 224
-    aliases = ["block2", "block4", "block6", "block7"]
+    aliases = ["stem", "block4", "block6", "block7"]
     assert resolve_layer_names(lite0, aliases) == lite0.default_layers
-    assert lite0.default_layers == ["_blocks.2", "_blocks.7", "_blocks.14", "_blocks.15"]
+    assert lite0.default_layers == ["_bn0", "_blocks.7", "_blocks.14", "_blocks.15"]
     assert resolve_layer_names(lite0, ["head"]) == ["_bn1"]
 
 
@@ -372,7 +372,7 @@ def test_efficientnet_lite0_default_layers_give_4d_outputs(lite0):
         for hook in hooks:
             hook.remove()
     assert shapes == {
-        "_blocks.2": (1, 24, 56, 56),
+        "_bn0": (1, 32, 112, 112),
         "_blocks.7": (1, 80, 14, 14),
         "_blocks.14": (1, 192, 7, 7),
         "_blocks.15": (1, 320, 7, 7),

@@ -534,8 +534,9 @@ def _build_efficientnet_lite0(weights: str | None) -> ModelInfo:
     40, 80, 112, 192, 320; strides 2, 4, 8, 16, 16, 32, 32), ``stem`` and ``head`` the
     BatchNorm outputs of the stem and 1x1 head convolutions. The model applies one shared
     ReLU6 module to both, so its rectified outputs have no module of their own; the head
-    is dissected before that ReLU6. Defaults: block2, block4, block6, block7 (616 units: the
-    1280-unit head quadruples the cost of a dissection for little more insight).
+    is dissected before that ReLU6. Defaults: stem, block4, block6, block7 (624 units; the
+    stem is where the colour detectors are, while the blocks' linear-bottleneck outputs
+    have almost none; the 1280-unit head would quadruple the cost for little more insight).
     """
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -590,7 +591,7 @@ def _build_efficientnet_lite0(weights: str | None) -> ModelInfo:
         mean=mean,
         std=std,
         input_size=224,
-        default_layers=[aliases[a] for a in ("block2", "block4", "block6", "block7")],
+        default_layers=[aliases[a] for a in ("stem", "block4", "block6", "block7")],
         aliases=aliases,
         preset="efficientnet_lite",
         weights=str(weights_path) if weights_path is not None else None,

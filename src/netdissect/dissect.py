@@ -149,8 +149,6 @@ class _ActivationCache:
             with open(path, "ab") as f:
                 f.truncate((sizes or {}).get(name, 0))
         self.files = {name: open(path, "ab") for name, path in self.paths.items()}
-        self.offsets: dict[str, int] = {name: 0 for name in layers}
-        self.maps: dict = {}
 
     def write(self, name: str, acts: torch.Tensor) -> None:
         self.files[name].write(acts.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -173,24 +171,25 @@ class _ActivationCache:
         return _ActivationCache(folder, layers, sizes)
 
     def finish_writing(self) -> None:
+        """Switch to reading, with plain reads: a memory map would count the whole cache in the
+        process's resident memory as it is read."""
         for f in self.files.values():
             f.close()
-        self.maps = {name: np.memmap(path, dtype=np.float32, mode="r") if path.stat().st_size else None
-                     for name, path in self.paths.items()}
+        self.files = {name: open(path, "rb") for name, path in self.paths.items()}
 
     def seek(self, name: str, values: int) -> None:
-        self.offsets[name] = values
+        self.files[name].seek(values * 4)
 
     def read(self, name: str, shape: tuple[int, ...], count: int) -> torch.Tensor:
-        size = count * int(np.prod(shape))
-        start = self.offsets[name]
-        self.offsets[name] = start + size
-        return torch.from_numpy(np.array(self.maps[name][start:start + size])).view(count, *shape)
+        values = np.empty(count * int(np.prod(shape)), dtype=np.float32)
+        if self.files[name].readinto(values) != values.nbytes:
+            raise DissectError(f"{self.paths[name]}: the activation cache is shorter than expected; "
+                               "was it removed during the run? Start again with --restart.")
+        return torch.from_numpy(values).view(count, *shape)
 
     def close(self, remove: bool = True) -> None:
         for f in self.files.values():
             f.close()
-        self.maps = {}
         if remove:
             shutil.rmtree(self.folder, ignore_errors=True)
 

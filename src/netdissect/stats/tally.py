@@ -88,14 +88,16 @@ class IoUTally:
 
     def _count_masks(self, mask, b, k, planes, image_labels, pixel_present, image_present) -> None:
         n, C, L = len(b), self.num_categories, self.num_labels
-        mask_count = mask.sum(dim=1)  # (n,) pixels on per selected (image, unit)
-        # Pixel labels under the masks, all planes at once.
+        # The mask pixels, and how many per selected (image, unit); bincount is much faster
+        # than summing a boolean tensor.
         i, p = torch.nonzero(mask, as_tuple=True)
+        mask_count = torch.bincount(i, minlength=n)
+        # Pixel labels under the masks, all planes at once.
         labels = planes[b[i], :, p] if planes.shape[1] else torch.zeros((len(i), 0), dtype=torch.int64, device=mask.device)
         units = k[i][:, None].expand_as(labels)
         hit = labels > 0
-        self.intersection.view(-1).index_add_(
-            0, (units * L + labels)[hit], torch.ones(int(hit.sum()), dtype=torch.int64, device=mask.device))
+        flat = (units * L + labels)[hit]
+        self.intersection.view(-1).index_add_(0, flat, torch.ones_like(flat))
         # Image-level labels: every mask pixel of the image.
         img = image_labels[b]
         on = img > 0

@@ -409,3 +409,14 @@ def test_efficientnet_lite0_recognises_a_real_photo(lite0):
         probabilities = lite0.model(normalise(lite0, x)).softmax(1)[0]
     assert int(probabilities.argmax()) == 652
     assert float(probabilities[652]) > 0.25
+
+
+def test_random_initialisation_is_seeded_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = build_model("alexnet", weights="random")
+    after = torch.rand(3)
+    b = build_model("alexnet", weights="random")
+    assert a.weights_fingerprint == b.weights_fingerprint  # the same random baseline every time
+    assert torch.equal(after, expected)

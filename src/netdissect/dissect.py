@@ -236,6 +236,10 @@ def dissect(model: nn.Module, dataset: str | os.PathLike | Broden, layers: list[
         from netdissect.models.weights import fingerprint_state_dict
 
         model_info["weights_fingerprint"] = fingerprint_state_dict(model)
+    if len(set(gather_objects(model_info["weights_fingerprint"]))) > 1:
+        raise DissectError("the processes of this distributed run hold different model weights "
+                           "(a randomly initialised model without a seed?); give every process "
+                           "the same weights (--weights FILE).")
     run = _Run(model, broden, list(layers), settings, device, progress and world.is_main,
                model_info, world, Path(out) if out is not None else None, restart)
     dissection = run.execute()

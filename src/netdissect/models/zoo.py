@@ -154,18 +154,22 @@ def build_model(
         raise ModelError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     weights = None if weights is None else str(weights)
     spec = spec.strip()
-    if spec.startswith("timm:"):
-        info = _build_timm(spec[len("timm:"):], weights)
-    elif ":" in spec:
-        info = _build_from_import_path(spec, weights)
-    else:
-        name = spec.lower().replace("-", "_")
-        if name == "efficientnet_lite0":
-            info = _build_efficientnet_lite0(weights)
-        elif name == "demo_cnn":
-            info = _build_demo_cnn(weights)
+    # Random initialisation is seeded, so a random baseline is the same network in every run
+    # and in every process of a distributed run.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if spec.startswith("timm:"):
+            info = _build_timm(spec[len("timm:"):], weights)
+        elif ":" in spec:
+            info = _build_from_import_path(spec, weights)
         else:
-            info = _build_torchvision(name, spec, weights, pretrained_cache_only)
+            name = spec.lower().replace("-", "_")
+            if name == "efficientnet_lite0":
+                info = _build_efficientnet_lite0(weights)
+            elif name == "demo_cnn":
+                info = _build_demo_cnn(weights)
+            else:
+                info = _build_torchvision(name, spec, weights, pretrained_cache_only)
     if preset is not None:
         info.mean, info.std = PRESETS[preset]
         info.preset = preset

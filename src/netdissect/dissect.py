@@ -24,6 +24,7 @@ import platform
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -388,7 +389,8 @@ class _Run:
                               f"missing, e.g. images/{missing[0]}. Restore them, or pass --skip-bad "
                               "to skip and count those images.")
         state = self._load_state()
-        previous = signal.signal(signal.SIGTERM, self._on_signal) if self._main_thread() else None
+        main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+        previous = signal.signal(signal.SIGTERM, self._on_signal) if main_thread else None
         cache = None
         try:
             with torch.inference_mode(), LayerCapture(self.model, self.todo) as capture:
@@ -417,12 +419,6 @@ class _Run:
             except OSError:
                 pass
         return self._results()
-
-    @staticmethod
-    def _main_thread() -> bool:
-        import threading
-
-        return threading.current_thread() is threading.main_thread()
 
     def _activation_pass(self, capture: LayerCapture, state: dict | None):
         n = len(self.broden.rows)

@@ -39,7 +39,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from netdissect.experiments.common import (add_model_arguments, load_cli_model, new_figure,
+from netdissect.experiments.common import (add_model_arguments, load_cli_model, new_figure, number_list,
                                            resolve_layer, save_figure, write_csv, write_json)
 from netdissect.models.capture import LayerError, find_module, first_tensor
 
@@ -483,13 +483,6 @@ def write_ablation(result: AblationResult, out: str | os.PathLike, figure_classe
 
 
 # -- CLI ---------------------------------------------------------------------------------------
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--counts takes comma-separated integers, got {text!r}")
-
-
 def _class_names(text: str) -> list[str]:
     path = Path(text)
     if path.is_file():
@@ -513,7 +506,7 @@ def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
                         "with one per line (default: the model's class_names, else sorted folder names)")
     p.add_argument("--classes", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
                    help="comma-separated classes to report curves for (default: all)")
-    p.add_argument("--counts", type=_ints, default=list(DEFAULT_COUNTS),
+    p.add_argument("--counts", type=number_list(int, "--counts", "integers"), default=list(DEFAULT_COUNTS),
                    help="numbers of units to remove (default 1,2,4,8,16,20)")
     p.add_argument("--draws", type=int, default=5, help="random unit sets per count (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random unit sets")

@@ -99,3 +99,13 @@ def resolve_layer(info, layer: str) -> str:
     from netdissect.models.zoo import resolve_layer_names
 
     return resolve_layer_names(info, [layer])[0]
+
+
+def number_list(kind: type, option: str, what: str = "numbers"):
+    """An argparse type for comma-separated numbers (`kind` is int or float)."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} takes comma-separated {what}, got {text!r}") from None
+    return parse

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from netdissect.experiments.common import new_figure, save_figure, write_csv, write_json
+from netdissect.experiments.common import new_figure, number_list, save_figure, write_csv, write_json
 from netdissect.results import Dissection, LayerResult
 
 STATUSES = ("kept", "changed", "gained", "lost", "none")
@@ -188,13 +188,6 @@ def write_comparison(comparison: Comparison, out: str | os.PathLike) -> Path:
     return out
 
 
-def _steps(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--steps takes comma-separated numbers, got {text!r}")
-
-
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     """`netdissect compare`: compare saved dissections of one layer."""
     p = subparsers.add_parser(
@@ -204,7 +197,7 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
                     "of concept-category changes, unique detectors against training step.")
     p.add_argument("results", nargs="+", help="result folders (from `netdissect dissect --out`), in order")
     p.add_argument("--layer", help="the layer to compare (default: the only layer they share)")
-    p.add_argument("--steps", type=_steps, help="comma-separated training step of each folder "
+    p.add_argument("--steps", type=number_list(float, "--steps"), help="comma-separated training step of each folder "
                                                 "(default: 0, 1, 2, ...)")
     p.add_argument("--names", type=lambda t: [n.strip() for n in t.split(",")],
                    help="comma-separated run names (default: the folder names)")

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from netdissect.experiments.common import (add_model_arguments, load_cli_model, new_figure,
+from netdissect.experiments.common import (add_model_arguments, load_cli_model, new_figure, number_list,
                                            resolve_layer, save_figure, write_csv, write_json)
 from netdissect.models.capture import LayerError, find_module, first_tensor
 from netdissect.results import atomic_torch_save
@@ -204,13 +204,6 @@ def write_rotation(result: RotationResult, out: str | os.PathLike) -> Path:
     return out
 
 
-def _powers(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--powers takes comma-separated numbers in [0, 1], got {text!r}")
-
-
 def add_rotate_parser(subparsers) -> argparse.ArgumentParser:
     """`netdissect rotate`: dissect a layer in randomly rotated bases R^a."""
     p = subparsers.add_parser(
@@ -220,7 +213,7 @@ def add_rotate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="Broden-format folder (holds index.csv)")
     add_model_arguments(p)
     p.add_argument("--layer", required=True, help="the layer to rotate (module name or alias)")
-    p.add_argument("--powers", type=_powers, default=list(DEFAULT_POWERS),
+    p.add_argument("--powers", type=number_list(float, "--powers", "numbers in [0, 1]"), default=list(DEFAULT_POWERS),
                    help="comma-separated rotation powers a in [0, 1] (default 0,0.2,...,1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random rotation (default 0)")
     p.add_argument("--quantile", type=float, default=0.005, help="top quantile q of T_k")

@@ -40,8 +40,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from netdissect.experiments.common import (add_model_arguments, load_cli_model, new_figure, number_list,
-                                           resolve_layer, save_figure, write_csv, write_json)
+                                           print_outputs, resolve_layer, save_figure, write_csv,
+                                           write_json)
 from netdissect.models.capture import LayerError, find_module, first_tensor
+from netdissect.report.experiments import refresh_overviews
 
 DEFAULT_COUNTS = (1, 2, 4, 8, 16, 20)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -479,6 +481,7 @@ def write_ablation(result: AblationResult, out: str | os.PathLike, figure_classe
     if shown:
         axes.flat[0].legend(fontsize=7)
     save_figure(fig, out / "ablate")
+    refresh_overviews(out)
     return out
 
 
@@ -533,5 +536,5 @@ def run_ablate(args: argparse.Namespace) -> int:
         steps = ", ".join(f"-{r['removed']}: {r['removed_top']:.3f} (random {r['removed_random']:.3f})"
                           for r in curve)
         print(f"{name}: {curve[0]['baseline']:.3f}; {steps}")
-    print(f"results: {Path(args.out).resolve()}")
+    print_outputs(args.out)
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from netdissect.results import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["write_csv", "write_json", "save_figure", "new_figure", "load_cli_model",
-           "add_model_arguments"]
+           "add_model_arguments", "print_outputs"]
 
 write_json = atomic_write_json
 
@@ -99,6 +99,15 @@ def resolve_layer(info, layer: str) -> str:
     from netdissect.models.zoo import resolve_layer_names
 
     return resolve_layer_names(info, [layer])[0]
+
+
+def print_outputs(out: str | os.PathLike) -> None:
+    """Say where an experiment's files are and which report overviews now list them."""
+    from netdissect.report.experiments import overview_pages_above
+
+    print(f"results: {Path(out).resolve()}")
+    for page in overview_pages_above(out):
+        print(f"listed in the report: {page}")
 
 
 def number_list(kind: type, option: str, what: str = "numbers"):

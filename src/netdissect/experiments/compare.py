@@ -19,7 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from netdissect.experiments.common import new_figure, number_list, save_figure, write_csv, write_json
+from netdissect.experiments.common import (new_figure, number_list, print_outputs, save_figure,
+                                           write_csv, write_json)
+from netdissect.report.experiments import refresh_overviews
 from netdissect.results import Dissection, LayerResult
 
 STATUSES = ("kept", "changed", "gained", "lost", "none")
@@ -185,6 +187,7 @@ def write_comparison(comparison: Comparison, out: str | os.PathLike) -> Path:
     ax.set_title(f"{comparison.layer}: unique detectors per category")
     ax.legend(fontsize=8)
     save_figure(fig, out / "unique_detectors")
+    refresh_overviews(out)
     return out
 
 
@@ -216,5 +219,5 @@ def run_compare(args: argparse.Namespace) -> int:
         print(f"{c['run']}  {c['step']:g}  {c['detectors']}  {c['unique_detectors_total']}")
     for s in comparison.status_counts():
         print(f"{s['from']} -> {s['to']}: " + ", ".join(f"{k} {s[k]}" for k in STATUSES))
-    print(f"results: {Path(args.out).resolve()}")
+    print_outputs(args.out)
     return 0

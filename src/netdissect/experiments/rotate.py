@@ -24,8 +24,10 @@ import torch
 from torch import nn
 
 from netdissect.experiments.common import (add_model_arguments, load_cli_model, new_figure, number_list,
-                                           resolve_layer, save_figure, write_csv, write_json)
+                                           print_outputs, resolve_layer, save_figure, write_csv,
+                                           write_json)
 from netdissect.models.capture import LayerError, find_module, first_tensor
+from netdissect.report.experiments import refresh_overviews
 from netdissect.results import atomic_torch_save
 
 DEFAULT_POWERS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -201,6 +203,7 @@ def write_rotation(result: RotationResult, out: str | os.PathLike) -> Path:
     ax.set_title(f"{result.layer}: unique detectors under rotation R^a (seed {result.seed})")
     ax.legend(fontsize=8)
     save_figure(fig, out / "rotate")
+    refresh_overviews(out)
     return out
 
 
@@ -234,5 +237,5 @@ def run_rotate(args: argparse.Namespace) -> int:
     print("a      detectors  unique")
     for row in result.rows():
         print(f"{row['a']:<6g} {row['detectors']:<10d} {row['unique_detectors_total']}")
-    print(f"results: {Path(args.out).resolve()}")
+    print_outputs(args.out)
     return 0

@@ -21,6 +21,8 @@ figure { margin: 10px 0; background: var(--card); border: 1px solid var(--line);
          padding: 8px; }
 figcaption { font-size: 12px; color: var(--muted); margin-top: 4px; }
 .scroll { overflow-x: auto; }
+.experiments { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 10px; }
+.experiments img { display: block; max-width: 100%; height: auto; }
 svg text { font: 10px system-ui, sans-serif; fill: var(--fg); }
 svg .axis { stroke: #999; stroke-width: 1; }
 .legend { display: flex; flex-wrap: wrap; gap: 10px; font-size: 12px; margin: 4px 0; }

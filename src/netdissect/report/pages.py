@@ -291,8 +291,33 @@ def comparison_svg(links: list[LayerLink], categories: list[str], colours: dict[
     return "".join(parts)
 
 
-def overview_page(title: str, links: list[LayerLink], figures: list[str], crumbs: list[Crumb]) -> str:
-    """Every layer of every run side by side: counts, and stacked bars linking to the layers."""
+# The overview's experiments part sits between these comments, so that an experiment written
+# after the report can rewrite that part alone (report/experiments.py).
+EXPERIMENTS_BEGIN = "<!-- netdissect experiments -->"
+EXPERIMENTS_END = "<!-- /netdissect experiments -->"
+
+
+def experiments_section(experiments: list) -> str:
+    """The experiments (`report.experiments.Experiment`) as figures with their summary and
+    tables, between the two markers; just the markers when there are none."""
+    cards = []
+    for e in experiments:
+        files = [*e.files] + ([f"{e.figure}.png", f"{e.figure}.svg"] if e.figure else [])
+        links = " · ".join(f'<a href="{url(f)}">{esc(f.rsplit("/", 1)[-1])}</a>' for f in files)
+        image = (f'<a href="{url(e.figure)}.svg"><img src="{url(e.figure)}.png" loading="lazy" '
+                 f'alt="{esc(e.kind)} figure of {esc(e.layer)}"></a>' if e.figure else "")
+        cards.append(f'<figure class="experiment" data-kind="{esc(e.kind)}">{image}<figcaption>'
+                     f'<b>{esc(e.kind)}</b> <code>{esc(e.layer)}</code> in <code>{esc(e.folder)}</code>: '
+                     f"{esc(e.summary)}<br>{links}</figcaption></figure>")
+    body = (f'<section><h2>Experiments</h2><div class="experiments">{"".join(cards)}</div></section>'
+            if cards else "")
+    return EXPERIMENTS_BEGIN + body + EXPERIMENTS_END
+
+
+def overview_page(title: str, links: list[LayerLink], figures: list[str], crumbs: list[Crumb],
+                  experiments: list = ()) -> str:
+    """Every layer of every run side by side: counts, and stacked bars linking to the layers;
+    then the experiments found under the report folder."""
     categories = list(dict.fromkeys(c for k in links for c in k.view.categories))
     colours = category_colours(categories)
     head = "".join(f"<th>{esc(c)}</th>" for c in categories)
@@ -316,5 +341,6 @@ IoU threshold {", ".join(f"{t:g}" for t in thresholds)}. Click a bar or a layer 
 <table class="layers"><thead><tr><th>model</th><th>layer</th><th>units</th><th>detectors</th>
 <th>distinct labels</th><th>unique detectors</th>{head}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
-{f'<p class="sub">Figures for papers: {figs}</p>' if figs else ""}</section>"""
+{f'<p class="sub">Figures for papers: {figs}</p>' if figs else ""}</section>
+{experiments_section(experiments)}"""
     return page(f"{title}: netdissect", body)

@@ -7,6 +7,9 @@ For one run, under the report folder (by default the result folder itself):
     <layer folder>/strips/unit-NNNN.jpg   the unit's top images with its mask
     figures/<layer folder>-concepts.{png,svg}, figures/layers.{png,svg}
 
+The overview also lists the experiments (rotate, compare, ablate) found under the report
+folder; an experiment written later adds itself to it (report/experiments.py).
+
 For several runs (a parent folder holding result folders, or a list), each run gets that
 report in its own subfolder and the parent index.html compares all their layers.  Only the
 top images recorded in the results are read from the dataset; the model is never needed.
@@ -23,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from netdissect.results import Dissection, atomic_write_bytes, atomic_write_text
+from netdissect.report.experiments import find_experiments
 from netdissect.report.figures import comparison_figure, concept_figure
 from netdissect.report.pages import Crumb, LayerLink, layer_page, overview_page
 from netdissect.report.strips import StripMaker
@@ -145,7 +149,8 @@ def write_run(run: Run, folder: Path, dataset: str | os.PathLike | None, parent:
               [f"figures/{v.folder}-concepts.{e}" for v, _ in views for e in ("png", "svg")]
     links = [LayerLink(run.name, v, href) for v, href in views]
     crumbs = [Crumb("all runs", parent)] if parent else []
-    atomic_write_text(folder / "index.html", overview_page(run.name, links, figures, crumbs))
+    atomic_write_text(folder / "index.html",
+                      overview_page(run.name, links, figures, crumbs, find_experiments(folder)))
     return views
 
 
@@ -188,5 +193,5 @@ def _write(dissection_or_out_dir: Source | list[Source], out_dir: str | os.PathL
         links += [LayerLink(run.name, v, f"{sub}/{href}") for v, href in views]
     comparison_figure([(k.run, k.view) for k in links], out / "figures" / "layers")
     figures = [f"figures/layers.{e}" for e in ("png", "svg")]
-    atomic_write_text(out / "index.html", overview_page("all runs", links, figures, []))
+    atomic_write_text(out / "index.html", overview_page("all runs", links, figures, [], find_experiments(out)))
     return out / "index.html"

@@ -4,7 +4,8 @@
 - `compare`: dissections of one layer across checkpoints, fine-tuning or training regimes;
 - `ablate`: the causal role of units (PNAS), class accuracy after zeroing units.
 
-Each writes its numbers as JSON/CSV and a figure (PNG and SVG) into an output folder;
+Each writes its numbers as JSON/CSV and a figure (PNG and SVG) into an output folder, which
+the overview of a report above it then lists (`netdissect.report.experiments`);
 `add_<name>_parser(subparsers)` adds its CLI subcommand.
 """
 from netdissect.experiments.ablate import (AblationResult, Ablator, LabelledImages,

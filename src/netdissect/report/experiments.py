@@ -58,7 +58,8 @@ def _ablate(data: dict) -> tuple[str, str]:
                       + "; ".join(parts) + more + ".")
 
 
-# file written by each experiment -> (kind, summary function, its tables)
+# file written by each experiment -> (kind, its summary function, its tables); a summary
+# function takes the file's JSON and returns (the stem of its figure, a one-line summary)
 KINDS = {
     "rotate.json": ("rotate", _rotate, ["rotate.json", "rotate.csv"]),
     "compare.json": ("compare", _compare, ["compare.json", "counts.csv", "units.csv", "changes.csv"]),

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from netdissect.experiments.common import (new_figure, number_list, print_outputs, save_figure,
+from netdissect.experiments.common import (number_list, print_outputs, unique_detectors_figure,
                                            write_csv, write_json)
 from netdissect.report.experiments import refresh_overviews
 from netdissect.results import Dissection, LayerResult
@@ -172,21 +172,10 @@ def write_comparison(comparison: Comparison, out: str | os.PathLike) -> Path:
     write_csv(out / "units.csv", comparison.unit_rows())
     write_csv(out / "changes.csv", [{f"{first} \\ {last}": n, **dict(zip(names, row))}
                                     for n, row in zip(names, matrix)])
-    fig, axes = new_figure()
-    ax = axes[0, 0]
-    steps = [c["step"] for c in counts]
-    categories = list(dict.fromkeys(k for c in counts for k in c["unique_detectors"]))
-    for cat in categories:
-        ax.plot(steps, [c["unique_detectors"].get(cat, 0) for c in counts], marker="o", label=cat)
-    ax.plot(steps, [c["unique_detectors_total"] for c in counts], marker="s", color="black",
-            linewidth=2, label="total")
-    ax.set_xticks(steps)
-    ax.set_xticklabels([f"{c['run']}\n({c['step']:g})" for c in counts], fontsize=7)
-    ax.set_xlabel("run (training step)")
-    ax.set_ylabel("unique detectors")
-    ax.set_title(f"{comparison.layer}: unique detectors per category")
-    ax.legend(fontsize=8)
-    save_figure(fig, out / "unique_detectors")
+    unique_detectors_figure([c["step"] for c in counts], counts, out / "unique_detectors",
+                            xlabel="run (training step)",
+                            title=f"{comparison.layer}: unique detectors per category",
+                            xticklabels=[f"{c['run']}\n({c['step']:g})" for c in counts])
     refresh_overviews(out)
     return out
 

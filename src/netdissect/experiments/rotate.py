@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from netdissect.experiments.common import (add_model_arguments, load_cli_model, new_figure, number_list,
-                                           print_outputs, resolve_layer, save_figure, write_csv,
-                                           write_json)
+from netdissect.experiments.common import (add_model_arguments, load_cli_model, number_list,
+                                           print_outputs, resolve_layer, unique_detectors_figure,
+                                           write_csv, write_json)
 from netdissect.models.capture import LayerError, find_module, first_tensor
 from netdissect.report.experiments import refresh_overviews
 from netdissect.results import atomic_torch_save
@@ -189,20 +189,10 @@ def write_rotation(result: RotationResult, out: str | os.PathLike) -> Path:
                    for i, (a, c) in enumerate(zip(result.powers, result.counts))]})
     write_csv(out / "rotate.csv", result.rows())
     atomic_torch_save(out / "rotation.pt", result.rotation)
-    fig, axes = new_figure()
-    ax = axes[0, 0]
     order = sorted(range(len(result.powers)), key=lambda i: result.powers[i])
-    xs = [result.powers[i] for i in order]
-    categories = list(result.counts[0]["unique_detectors"])
-    for cat in categories:
-        ax.plot(xs, [result.counts[i]["unique_detectors"][cat] for i in order], marker="o", label=cat)
-    ax.plot(xs, [result.counts[i]["unique_detectors_total"] for i in order], marker="s",
-            color="black", linewidth=2, label="total")
-    ax.set_xlabel("rotation power a (0: unit basis, 1: random rotation)")
-    ax.set_ylabel("unique detectors")
-    ax.set_title(f"{result.layer}: unique detectors under rotation R^a (seed {result.seed})")
-    ax.legend(fontsize=8)
-    save_figure(fig, out / "rotate")
+    unique_detectors_figure([result.powers[i] for i in order], [result.counts[i] for i in order],
+                            out / "rotate", xlabel="rotation power a (0: unit basis, 1: random rotation)",
+                            title=f"{result.layer}: unique detectors under rotation R^a (seed {result.seed})")
     refresh_overviews(out)
     return out
 

@@ -6,6 +6,8 @@ import hashlib
 from collections import OrderedDict
 
 import pytest
+
+from netdissect.files import sha256_file
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -14,7 +16,6 @@ from netdissect.models.weights import (
     WeightsError,
     apply_state_dict,
     check_hash_prefix,
-    fingerprint_file,
     fingerprint_state_dict,
     load_weights,
     read_state_dict,
@@ -106,7 +107,7 @@ def test_safetensors_round_trip(tmp_path, image):
     target = small_net(seed=9)
     info = load_weights(target, path)
     assert torch.equal(target(image), source(image))
-    assert info["sha256"] == fingerprint_file(path)
+    assert info["sha256"] == sha256_file(path)
     assert fingerprint_state_dict(target) == fingerprint_state_dict(source)
 
 
@@ -219,7 +220,7 @@ def test_fingerprint_file_and_hash_prefix(tmp_path):
     path = tmp_path / "data.bin"
     path.write_bytes(b"netdissect")
     digest = hashlib.sha256(b"netdissect").hexdigest()
-    assert fingerprint_file(path) == digest
+    assert sha256_file(path) == digest
 
     named = tmp_path / f"net-{digest[:8]}.pth"
     named.write_bytes(b"netdissect")

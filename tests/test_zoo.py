@@ -9,12 +9,14 @@ import warnings
 
 import numpy as np
 import pytest
+
+from netdissect.files import sha256_file
 import torch
 import torchvision
 from torch import nn
 
 from netdissect.models import zoo
-from netdissect.models.weights import WeightsError, fingerprint_file, fingerprint_state_dict
+from netdissect.models.weights import WeightsError, fingerprint_state_dict
 from netdissect.models.zoo import (
     PRESETS,
     RANDOM_WEIGHTS,
@@ -73,7 +75,7 @@ def test_places365_checkpoint_loads_and_reproduces_outputs(places_resnet18):
     assert info.preset == "places365"
     assert (info.mean, info.std) == PRESETS["places365"]
     assert info.weights == str(path)
-    assert info.weights_fingerprint == fingerprint_file(path)
+    assert info.weights_fingerprint == sha256_file(path)
     assert info.input_size == 224
     assert info.default_layers == ["layer4"]
     assert not info.model.training
@@ -197,7 +199,7 @@ def test_cached_torchvision_weights_are_used_and_hash_checked(monkeypatch):
         warnings.simplefilter("error", RandomWeightsWarning)
         info = build_model("resnet18")
     assert info.weights == cached
-    assert info.weights_fingerprint == fingerprint_file(cached)
+    assert info.weights_fingerprint == sha256_file(cached)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(info.model(x), reference(x))
@@ -263,7 +265,7 @@ def test_import_path_spec_from_the_current_directory(tmp_path, monkeypatch):
         trained = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
         torch.save(trained.state_dict(), tmp_path / "trained.pth")
         loaded = build_model(f"{module}:make", weights="trained.pth")
-        assert loaded.weights_fingerprint == fingerprint_file(tmp_path / "trained.pth")
+        assert loaded.weights_fingerprint == sha256_file(tmp_path / "trained.pth")
         assert fingerprint_state_dict(loaded.model) == fingerprint_state_dict(trained)
 
         with pytest.raises(ModelError, match="no attribute 'missing'"):

@@ -35,12 +35,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from netdissect.errors import DissectError, Interrupted
 from netdissect.data.broden import Broden, BrodenError, BrodenImages, collate_samples, load_broden
 from netdissect.distributed import (World, all_sum, gather_objects, init_world, merged_quantile,
                                     merged_top, summed_tally)
 from netdissect.models.capture import LayerCapture
-from netdissect.results import (DEFINITIONS, Dissection, LabelSpace, LayerResult, atomic_torch_save,
-                                layer_folder_name)
+from netdissect.files import atomic_torch_save
+from netdissect.results import DEFINITIONS, Dissection, LabelSpace, LayerResult, layer_folder_name
 from netdissect.stats import IoUTally, TopImages, TopQuantile
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,14 +51,6 @@ STATE_DIR = ".netdissect-state"
 # about this much (measured on a 2-core machine with an SSD); a model that computes its
 # activations faster than this is simply run again in pass 2.
 CACHE_BYTES_PER_SECOND = 300e6
-
-
-class DissectError(RuntimeError):
-    """A dissection that cannot go on; the message names the layer, unit or file."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """The run was stopped (SIGTERM or Ctrl-C) after saving its state."""
 
 
 @dataclass

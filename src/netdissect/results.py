@@ -16,51 +16,16 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from netdissect.errors import ResultError, SettingsError
+from netdissect.files import atomic_torch_save, atomic_write_json, atomic_write_text
+
 DEFINITIONS = ("original", "lite")
-
-
-# -- atomic files ---------------------------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, value) -> None:
-    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
-
-
-def atomic_torch_save(path: str | os.PathLike, value) -> None:
-    buffer = io.BytesIO()
-    torch.save(value, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 # -- labels ---------------------------------------------------------------------------------

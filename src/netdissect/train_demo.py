@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 
 from netdissect.models.demo_cnn import LAYERS, MEAN, STD, WIDTHS, DemoCNN
-from netdissect.results import atomic_torch_save, atomic_write_json
+from netdissect.files import atomic_torch_save, atomic_write_json
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:

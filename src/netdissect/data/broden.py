@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from netdissect.errors import BrodenError
+from netdissect.files import confined
+
 FIXED_COLUMNS = ["image", "split", "ih", "iw", "sh", "sw"]
-
-
-class BrodenError(ValueError):
-    """A Broden-format dataset that cannot be read as it is; the message says where and why."""
 
 
 @dataclass
@@ -197,10 +196,11 @@ class Broden:
 
     def _confined(self, relative: str, path: Path, row: int) -> str:
         """Return `relative` if it names a file inside images/, else raise BrodenError."""
-        target = (self.images_dir / relative).resolve()
-        if os.path.isabs(relative) or not target.is_relative_to(self.images_dir.resolve()):
+        try:
+            confined(self.images_dir, relative)
+        except ValueError:
             raise BrodenError(f"{path}, row {row}: path {relative!r} leaves the dataset's "
-                              "images/ folder; refusing to read it.")
+                              "images/ folder; refusing to read it.") from None
         return relative
 
     # -- derived values -------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import hashlib
 import http.client
 import json
 import os
@@ -40,6 +39,9 @@ from pathlib import Path, PurePosixPath
 from typing import Mapping
 
 from tqdm.auto import tqdm
+
+from netdissect.errors import DownloadError
+from netdissect.files import atomic_write_json, sha256_file
 
 __all__ = [
     "ArchiveInfo",
@@ -86,10 +88,6 @@ BRODEN_ARCHIVES: dict[str, ArchiveInfo] = {
 }
 
 
-class DownloadError(Exception):
-    """A download, verification or extraction failed; the message says what to do."""
-
-
 class DownloadInterrupted(DownloadError):
     """The transfer stopped early; the ``.part`` file is kept and the next call resumes it."""
 
@@ -116,15 +114,6 @@ def broden_url(archive: str, url: str | None = None) -> str:
     if urllib.parse.urlsplit(base).path.lower().endswith(".zip"):
         return base
     return base.rstrip("/") + "/" + archive
-
-
-def sha256_file(path: str | Path) -> str:
-    """Return the hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,12 +336,6 @@ def check_broden_folder(folder: str | Path) -> None:
 # The whole download
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _verify_archive(path: Path, info: ArchiveInfo, url: str) -> tuple[int, str]:
     """Check a complete archive's size and sha256 against ``info``; delete it on a mismatch."""
     size, digest = path.stat().st_size, sha256_file(path)
@@ -445,7 +428,7 @@ def download_broden(
             archive.unlink()
             raise DownloadError(f"{err} ({archive} was deleted.)") from None
         raise
-    _write_json_atomic(manifest_path, {
+    atomic_write_json(manifest_path, indent=2, value={
         "archive": info.name,
         "variant": variant,
         "folder": info.folder,

@@ -11,7 +11,7 @@ import io
 import os
 from pathlib import Path
 
-from netdissect.results import atomic_write_bytes, atomic_write_json, atomic_write_text
+from netdissect.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = ["write_csv", "write_json", "save_figure", "new_figure", "load_cli_model",
            "add_model_arguments", "print_outputs", "unique_detectors_figure"]

@@ -28,7 +28,7 @@ from netdissect.experiments.common import (add_model_arguments, load_cli_model, 
                                            write_csv, write_json)
 from netdissect.models.capture import LayerError, find_module, first_tensor
 from netdissect.report.experiments import refresh_overviews
-from netdissect.results import atomic_torch_save
+from netdissect.files import atomic_torch_save
 
 DEFAULT_POWERS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 

@@ -13,9 +13,7 @@ import difflib
 import torch
 from torch import nn
 
-
-class LayerError(ValueError):
-    """A layer name that does not exist, or whose output cannot be dissected."""
+from netdissect.errors import LayerError
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:

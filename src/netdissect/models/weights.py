@@ -21,12 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from netdissect.errors import WeightsError
+from netdissect.files import sha256_file
+
 __all__ = [
     "WeightsError",
     "read_state_dict",
     "load_weights",
     "apply_state_dict",
-    "fingerprint_file",
     "fingerprint_state_dict",
     "check_hash_prefix",
     "strip_wrapper_names",
@@ -49,19 +51,6 @@ _CONVERT_HINT = (
     "(for a checkpoint dict, save its state dict entry instead, e.g. "
     "torch.save(ckpt['state_dict'], 'weights.pth')), then pass weights.pth instead."
 )
-
-
-class WeightsError(Exception):
-    """A weights file is missing, unreadable, unsafe, or does not fit the model."""
-
-
-def fingerprint_file(path: str | Path) -> str:
-    """Return the sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fingerprint_state_dict(model: nn.Module | Mapping[str, torch.Tensor]) -> str:
@@ -260,4 +249,4 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dic
     """
     state = read_state_dict(path)
     info = apply_state_dict(model, state, strict=strict, source=str(path))
-    return {"path": str(path), "sha256": fingerprint_file(path), **info}
+    return {"path": str(path), "sha256": sha256_file(path), **info}

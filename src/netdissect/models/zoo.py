@@ -44,10 +44,12 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from netdissect.errors import ModelError
+from netdissect.files import sha256_file
+
 from .weights import (
     apply_state_dict,
     check_hash_prefix,
-    fingerprint_file,
     fingerprint_state_dict,
     read_state_dict,
     strip_wrapper_names,
@@ -98,10 +100,6 @@ _SPEC_FORMS = (
     "'timm:NAME' for a timm model (pip install timm), or 'package.module:callable' naming a "
     "function that returns an nn.Module (the current directory is importable)."
 )
-
-
-class ModelError(Exception):
-    """A model spec, preset or layer name that cannot be resolved."""
 
 
 class RandomWeightsWarning(UserWarning):
@@ -175,7 +173,7 @@ def build_model(
         info.preset = preset
     if not info.weights_fingerprint:
         info.weights_fingerprint = (
-            fingerprint_file(info.weights) if info.weights else fingerprint_state_dict(info.model)
+            sha256_file(info.weights) if info.weights else fingerprint_state_dict(info.model)
         )
     info.model.eval()
     return info
@@ -254,7 +252,7 @@ def _build_torchvision(
     else:
         weights_path, url = _cached_imagenet_weights(name, download=not cache_only)
         if weights_path is not None:
-            fingerprint = fingerprint_file(weights_path)
+            fingerprint = sha256_file(weights_path)
             check_hash_prefix(weights_path, fingerprint)
             state = read_state_dict(weights_path)
             from_cache = True
@@ -278,7 +276,7 @@ def _build_torchvision(
     model = tvm.get_model(name, weights=None, **kwargs)
     if state is not None and weights_path is not None:
         apply_state_dict(model, state, strict=True, source=str(weights_path))
-        fingerprint = fingerprint or fingerprint_file(weights_path)
+        fingerprint = fingerprint or sha256_file(weights_path)
     if aux:
         _drop_aux_heads(model)
     _disable_inplace(model)
@@ -567,10 +565,10 @@ def _build_efficientnet_lite0(weights: str | None) -> ModelInfo:
     state = None
     if weights_path is not None:
         if packaged and weights_path.is_file():
-            fingerprint = fingerprint_file(weights_path)
+            fingerprint = sha256_file(weights_path)
             check_hash_prefix(weights_path, fingerprint)
         state = read_state_dict(weights_path)
-        fingerprint = fingerprint or fingerprint_file(weights_path)
+        fingerprint = fingerprint or sha256_file(weights_path)
     num_classes = 1000
     if state is not None and "_fc.weight" in state:
         num_classes = int(state["_fc.weight"].shape[0])
@@ -634,7 +632,7 @@ def _build_timm(name: str, weights: str | None) -> ModelInfo:
     fingerprint = ""
     if state is not None and weights_path is not None:
         apply_state_dict(model, state, strict=True, source=str(weights_path))
-        fingerprint = fingerprint_file(weights_path)
+        fingerprint = sha256_file(weights_path)
     elif weights != RANDOM_WEIGHTS:
         warnings.warn(
             f"timm:{name}: no weights given, so the model is RANDOMLY initialised. Pass "
@@ -735,5 +733,5 @@ def _build_from_import_path(spec: str, weights: str | None) -> ModelInfo:
     if weights is not None and weights != RANDOM_WEIGHTS:
         apply_state_dict(info.model, read_state_dict(weights), strict=True, source=weights)
         info.weights = weights
-        info.weights_fingerprint = fingerprint_file(weights)
+        info.weights_fingerprint = sha256_file(weights)
     return info

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from netdissect.report.pages import EXPERIMENTS_BEGIN, EXPERIMENTS_END, experiments_section
-from netdissect.results import atomic_write_text
+from netdissect.files import atomic_write_text
 
 DEPTH = 3  # experiment folders are looked for this many levels below a report folder
 SKIP = {"strips", "figures"}  # report folders that never hold experiments

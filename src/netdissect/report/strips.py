@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from netdissect.files import confined
+
 DIM = 0.2  # brightness kept outside the mask: image * (DIM + (1 - DIM) * mask)
 OUTLINE_RGB = (255, 214, 0)
 GAP = 2  # white pixels between the thumbnails of a strip
@@ -72,7 +74,6 @@ class StripMaker:
     def __init__(self, images_dir: str | os.PathLike, image_names: list[str], height: int = 112,
                  cache_size: int = 1024, quality: int = 80):
         self.images_dir = Path(images_dir)
-        self.root = self.images_dir.resolve()
         self.image_names = image_names
         self.height = height
         self.quality = quality
@@ -85,9 +86,10 @@ class StripMaker:
             self._cache.move_to_end(index)
             return self._cache[index]
         name = self.image_names[index]
-        path = (self.images_dir / name).resolve()
-        if os.path.isabs(name) or not path.is_relative_to(self.root):
-            raise ValueError(f"image {name!r} (row {index}) leaves {self.images_dir}; refusing to read it.")
+        try:
+            path = confined(self.images_dir, name)
+        except ValueError:
+            raise ValueError(f"image {name!r} (row {index}) leaves {self.images_dir}; refusing to read it.") from None
         with Image.open(path) as im:
             pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
         self._cache[index] = pixels

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from netdissect.results import Dissection, atomic_write_bytes, atomic_write_text
+from netdissect.files import atomic_write_bytes, atomic_write_text
+from netdissect.results import Dissection
 from netdissect.report.experiments import find_experiments
 from netdissect.report.figures import comparison_figure, concept_figure
 from netdissect.report.pages import Crumb, LayerLink, layer_page, overview_page

@@ -1,0 +1,122 @@
+"""Every file netdissect writes goes through here: atomically, so never half a file.
+
+    atomic_write_bytes / atomic_write_text / atomic_write_json / atomic_torch_save
+    write_csv(path, rows)         dict rows with a header, columns in first-seen order
+    sha256_file(path)             hex digest, read in chunks
+    new_figure(...), save_figure(fig, stem)   matplotlib's object API (no pyplot, no backend
+                                  switch), saved as STEM.png and STEM.svg
+    confined(root, relative)      a path from a data file, refused if it leaves `root`
+
+A write goes to a temporary file in the target folder and is renamed over the target, so a
+crash or a full disk leaves the previous file (or none), never a truncated one.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
+           "write_csv", "sha256_file", "new_figure", "save_figure", "confined", "FIGURE_DPI"]
+
+FIGURE_DPI = 150
+_CHUNK = 1 << 20
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, value, indent: int = 1) -> None:
+    atomic_write_text(path, json.dumps(value, indent=indent) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike, value) -> None:
+    """`torch.save` through a temporary file (read back with `weights_only=True`)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
+    """Write `rows` (dicts) as CSV with a header, atomically; columns in first-seen order."""
+    if fieldnames is None:
+        fieldnames = []
+        for row in rows:
+            fieldnames += [k for k in row if k not in fieldnames]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+    return Path(path)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def new_figure(width: float = 6.0, height: float = 4.0, nrows: int = 1, ncols: int = 1):
+    """A matplotlib Figure and its axes (an nrows x ncols array), without pyplot: no display,
+    no global backend switch, safe in notebooks and threads."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def save_figure(fig, stem: str | os.PathLike, dpi: int = FIGURE_DPI) -> list[Path]:
+    """Save `fig` as STEM.png (at `dpi`) and STEM.svg, atomically; returns both paths."""
+    stem = Path(stem)
+    paths = []
+    for fmt in ("png", "svg"):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
+        path = stem.with_suffix(f".{fmt}")
+        atomic_write_bytes(path, buffer.getvalue())
+        paths.append(path)
+    return paths
+
+
+def confined(root: str | os.PathLike, relative: str) -> Path:
+    """`root / relative`, or ValueError when `relative` is absolute or leads out of `root`
+    (through `..` or a symbolic link).  Callers turn the error into their own, naming the file
+    and row the path came from."""
+    root = Path(root)
+    target = (root / relative).resolve()
+    if os.path.isabs(relative) or not target.is_relative_to(root.resolve()):
+        raise ValueError(f"path {relative!r} leaves {root}; refusing to read it.")
+    return root / relative

@@ -1,11 +1,11 @@
-"""The Dissection result: IoUs, labels and counts (METHOD.md section 7) and their files.
+"""The Dissection result: IoUs, labels and counts (docs/method.md section 7) and their files.
 
 `LayerResult` holds what the passes measured for one layer (thresholds, exact tallies, top
 images) and derives everything else on demand, so changing the IoU threshold or the IoU
 definition never needs the data again.  `Dissection` groups the layers of one run, gives a
 pandas view per layer, and saves / loads the result folder:
 
-    OUT/<layer>/tally.csv     NetDissect's table (METHOD.md section 9)
+    OUT/<layer>/tally.csv     NetDissect's table (docs/method.md section 9)
     OUT/<layer>/units.json    one record per unit (0-based `unit`)
     OUT/<layer>/summary.json  counts, settings, fingerprints, versions, timings
     OUT/<layer>/stats.pt      the raw statistics (thresholds, I, A, G, top images and maps)
@@ -16,16 +16,18 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from netdissect.engine.settings import DEFINITIONS
 from netdissect.errors import ResultError, SettingsError
 from netdissect.files import atomic_torch_save, atomic_write_json, atomic_write_text
 
-DEFINITIONS = ("original", "lite")
+__all__ = ["Dissection", "LayerResult", "LabelSpace", "UnitLabels", "layer_folder_name", "DEFINITIONS"]
 
 
 # -- labels ---------------------------------------------------------------------------------
@@ -48,6 +50,20 @@ class LabelSpace:
     @classmethod
     def from_state_dict(cls, state: dict) -> "LabelSpace":
         return cls(list(state["names"]), state["category"].numpy().copy(), list(state["categories"]))
+
+
+@dataclass(frozen=True)
+class UnitLabels:
+    """One unit as the tables show it (docs/method.md section 7): names, not label numbers."""
+
+    unit: int  # 0-based
+    label: str  # "" when the unit matches nothing
+    category: str
+    score: float  # IoU of the label
+    detector: bool  # score >= the IoU threshold
+    label_number: int
+    best: dict  # category -> (its best label, IoU), in category order
+    best_numbers: list  # the best labels' numbers, in category order
 
 
 # -- one layer ------------------------------------------------------------------------------
@@ -76,7 +92,7 @@ class LayerResult:
         """IoU[k, c] = I / (A[k, cat(c)] + G[c] - I), float64 (K, L+1); 0 where undefined."""
         definition = definition or self.definition
         if definition not in DEFINITIONS:
-            raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+            raise SettingsError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
         category = torch.from_numpy(self.labels.category)
         scored = category >= 0
         inter = self.intersection.double()
@@ -122,58 +138,69 @@ class LayerResult:
                 "unique_detectors": unique, "unique_detectors_total": sum(unique.values()),
                 "iou_threshold": t, "definition": definition or self.definition}
 
+    def labelled_units(self, definition: str | None = None, iou_threshold: float | None = None) -> list[UnitLabels]:
+        """Each unit's label, category, score and best label per category, decoded into names
+        once (cached per definition and threshold); every table and page reads these."""
+        key = (definition or self.definition, self.iou_threshold if iou_threshold is None else iou_threshold)
+        cache = self.__dict__.setdefault("_units", {})
+        if key not in cache:
+            best_label, best_iou = self.best_per_category(key[0])
+            label, cat, score = self.unit_labels(key[0])
+            names, cats = self.labels.names, self.labels.categories
+            best_label, best_iou = best_label.tolist(), best_iou.tolist()
+            cache[key] = [
+                UnitLabels(unit=k, label=names[n] if n > 0 else "", category=cats[c] if c >= 0 else "",
+                           score=sc, detector=sc >= key[1], label_number=n,
+                           best={cname: (names[best_label[k][ci]] if best_label[k][ci] > 0 else "",
+                                         best_iou[k][ci]) for ci, cname in enumerate(cats)},
+                           best_numbers=best_label[k])
+                for k, (n, c, sc) in enumerate(zip(label.tolist(), cat.tolist(), score.tolist()))]
+        return cache[key]
+
     # -- tables -----------------------------------------------------------------------
     def unit_records(self, image_names: list[str] | None = None) -> list[dict]:
         """One JSON-ready record per unit (0-based `unit`)."""
-        best_label, best_iou = self.best_per_category()
-        label, cat, score = self.unit_labels()
-        names, cats = self.labels.names, self.labels.categories
         records = []
-        for k in range(self.units):
+        for u in self.labelled_units():
             top = [{"index": int(i), "activation": float(v),
                     **({"image": image_names[int(i)]} if image_names else {})}
-                   for i, v in zip(self.top_indices[k].tolist(), self.top_values[k].tolist()) if i >= 0]
+                   for i, v in zip(self.top_indices[u.unit].tolist(), self.top_values[u.unit].tolist()) if i >= 0]
             records.append({
-                "unit": k, "threshold": float(self.thresholds[k]),
-                "label": names[int(label[k])] if label[k] > 0 else "",
-                "category": cats[int(cat[k])] if cat[k] >= 0 else "",
-                "score": float(score[k]), "detector": bool(score[k] >= self.iou_threshold),
-                "categories": {c: {"label": names[int(best_label[k, ci])] if best_label[k, ci] > 0 else "",
-                                   "iou": float(best_iou[k, ci])} for ci, c in enumerate(cats)},
+                "unit": u.unit, "threshold": float(self.thresholds[u.unit]), "label": u.label,
+                "category": u.category, "score": u.score, "detector": u.detector,
+                "categories": {c: {"label": name, "iou": iou} for c, (name, iou) in u.best.items()},
                 "top_images": top,
             })
         return records
 
     def tally_rows(self) -> list[dict]:
         """tally.csv rows: NetDissect's format, 1-based units, sorted by score descending."""
-        best_label, best_iou = self.best_per_category()
-        label, cat, score = self.unit_labels()
-        names, cats = self.labels.names, self.labels.categories
-        act = self.activation[self.definition]
+        act = self.activation[self.definition].tolist()
+        truth, intersection = self.truth.tolist(), self.intersection
         rows = []
-        for k in sorted(range(self.units), key=lambda u: (-float(score[u]), u)):
-            row = {"unit": k + 1, "category": cats[int(cat[k])] if cat[k] >= 0 else "",
-                   "label": names[int(label[k])] if label[k] > 0 else "", "score": float(score[k])}
-            for ci, c in enumerate(cats):
-                lab = int(best_label[k, ci])
-                row[f"{c}-label"] = names[lab] if lab > 0 else ""
-                row[f"{c}-truth"] = int(self.truth[lab]) if lab > 0 else 0
-                row[f"{c}-activation"] = int(act[k, ci])
-                row[f"{c}-intersect"] = int(self.intersection[k, lab]) if lab > 0 else 0
-                row[f"{c}-iou"] = float(best_iou[k, ci])
+        for u in sorted(self.labelled_units(), key=lambda u: (-u.score, u.unit)):
+            row = {"unit": u.unit + 1, "category": u.category, "label": u.label, "score": u.score}
+            for ci, (c, (name, iou)) in enumerate(u.best.items()):
+                lab = u.best_numbers[ci]
+                row[f"{c}-label"] = name
+                row[f"{c}-truth"] = truth[lab] if lab > 0 else 0
+                row[f"{c}-activation"] = act[u.unit][ci]
+                row[f"{c}-intersect"] = int(intersection[u.unit, lab]) if lab > 0 else 0
+                row[f"{c}-iou"] = iou
             rows.append(row)
         return rows
 
     def frame(self):
-        """A pandas DataFrame: one row per unit with label, category, score, threshold and
-        every category's best label and IoU."""
+        """A pandas DataFrame: one row per unit with label, category, score and every
+        category's best label and IoU."""
         import pandas as pd
 
         rows = []
-        for r in self.unit_records():
-            row = {key: r[key] for key in ("unit", "label", "category", "score", "detector", "threshold")}
-            for c, v in r["categories"].items():
-                row[f"{c}_label"], row[f"{c}_iou"] = v["label"], v["iou"]
+        for u, threshold in zip(self.labelled_units(), self.thresholds.tolist()):
+            row = {"unit": u.unit, "label": u.label, "category": u.category, "score": u.score,
+                   "detector": u.detector, "threshold": float(threshold)}
+            for c, (name, iou) in u.best.items():
+                row[f"{c}_label"], row[f"{c}_iou"] = name, iou
             rows.append(row)
         return pd.DataFrame(rows).set_index("unit")
 
@@ -203,11 +230,12 @@ class LayerResult:
             self.iou_threshold = settings["iou_threshold"] = iou_threshold
         if definition is not None:
             if definition not in DEFINITIONS:
-                raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+                raise SettingsError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
             self.definition = settings["definition"] = definition
         return self
 
     def summary(self) -> dict:
+        """summary.json: the counts and the recorded metadata."""
         return {"layer": self.layer, **self.counts(), **self.meta}
 
     def save(self, folder: str | os.PathLike, image_names: list[str] | None = None) -> Path:
@@ -261,17 +289,17 @@ class Dissection:
         """The pandas view of `layer` (the only layer when there is one)."""
         if layer is None:
             if len(self.layers) != 1:
-                raise ValueError(f"name a layer: {', '.join(self.layers)}")
+                raise SettingsError(f"name a layer: {', '.join(self.layers)}")
             layer = next(iter(self.layers))
         return self.layers[layer].frame()
 
-    def summary(self) -> dict:
-        return {name: result.counts() for name, result in self.layers.items()}
+    #: The notebook summary; `netdissect` sets it to the report's `dissection_html`, so that
+    #: this module needs no report.
+    html_view: Callable[["Dissection"], str] | None = None
 
-    def _repr_html_(self) -> str:
-        from netdissect.report import dissection_html
-
-        return dissection_html(self)
+    def _repr_html_(self) -> str | None:
+        view = type(self).html_view
+        return view(self) if view is not None else None
 
     def relabel(self, iou_threshold: float | None = None, definition: str | None = None) -> "Dissection":
         """Apply another IoU threshold or definition to the saved tallies (no data needed)."""
@@ -295,7 +323,7 @@ class Dissection:
         out = Path(out)
         index_path = out / "dissection.json"
         if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path}: missing; {out} is not a netdissect result folder.")
+            raise ResultError(f"{index_path}: missing; {out} is not a netdissect result folder.")
         index = json.loads(index_path.read_text())
         layers = {name: LayerResult.load(out / folder) for name, folder in index["layers"].items()}
         return cls(layers, index.get("image_names") or None, out)

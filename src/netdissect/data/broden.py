@@ -1,4 +1,4 @@
-"""Reader for Broden-format datasets (METHOD.md section 2).
+"""Reader for Broden-format datasets (docs/method.md section 2).
 
 `Broden` reads and checks the CSV files up front (index.csv, label.csv, category.csv,
 c_<cat>.csv), decides each label's primary category among the selected categories, and
@@ -10,6 +10,7 @@ a batch and sets bad images aside.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -218,9 +219,10 @@ class Broden:
                     missing.append(rel)
         return missing
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """sha256 over the CSV files that define the dataset's labels and images."""
+        """sha256 over the CSV files that define the dataset's labels and images (computed once;
+        the images and label planes themselves are not hashed)."""
         h = hashlib.sha256()
         names = ["index.csv", "label.csv", "category.csv"] + [f"c_{c}.csv" for c in self.all_categories]
         for name in names:
@@ -230,12 +232,6 @@ class Broden:
                 h.update(p.read_bytes())
         return h.hexdigest()
 
-    def display_name(self, number: int) -> str:
-        """A label as a report shows it: no -s/-c suffix, underscores as spaces."""
-        name = self.label_names[number]
-        if name.endswith(("-s", "-c")):
-            name = name[:-2]
-        return name.replace("_", " ")
 
 
 def load_broden(root: str | os.PathLike, categories: list[str] | None = None) -> Broden:

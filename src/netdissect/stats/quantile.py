@@ -1,4 +1,4 @@
-"""Exact per-unit top quantile (METHOD.md section 4) with per-unit top-m buffers.
+"""Exact per-unit top quantile (docs/method.md section 4) with per-unit top-m buffers.
 
 The threshold T_k is numpy's default (`linear`) quantile at level 1 - q of all N values of
 unit k.  Only the largest m = N - floor((N - 1)(1 - q)) values take part in it, so each unit

@@ -1,4 +1,4 @@
-"""The IoU tally of METHOD.md sections 5 and 6, vectorised over units and pixels.
+"""The IoU tally of docs/method.md sections 5 and 6, vectorised over units and pixels.
 
 For every batch: each unit's map is upsampled bilinearly (align_corners=False) to the label
 size and thresholded; the pixels under each mask are looked up in the label planes and
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from netdissect.engine.settings import DEFINITIONS
 
 # Upsample at most this many label-map pixels at once (bounds the batch's working memory).
 CHUNK_PIXELS = 1 << 24
@@ -35,7 +37,7 @@ class IoUTally:
         self.label_category = label_category.to(device=device, dtype=torch.int64)
         self.intersection = torch.zeros((units, self.num_labels), dtype=torch.int64, device=device)
         self.activation = {d: torch.zeros((units, num_categories), dtype=torch.int64, device=device)
-                           for d in ("original", "lite")}
+                           for d in DEFINITIONS}
         self.truth = torch.zeros(self.num_labels, dtype=torch.int64, device=device)
         self.images = 0
 

@@ -1,4 +1,4 @@
-"""Per-unit top images by the spatial maximum of the raw activation (METHOD.md section 8).
+"""Per-unit top images by the spatial maximum of the raw activation (docs/method.md section 8).
 
 Ties are broken by the smaller image index, so the choice does not depend on batch order,
 data-loader workers or how the data was split between processes.

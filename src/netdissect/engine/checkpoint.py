@@ -1,0 +1,118 @@
+"""Long runs survive interruptions: saved state, SIGTERM, resume, and reuse of finished layers.
+
+With an output folder, the state of the statistics is saved atomically every few minutes and
+when SIGTERM arrives, under OUT/.netdissect-state/ (one file per process), keyed by what
+decides the numbers (`settings.state_key`).  The same command started again finds the state,
+checks the key (a change is refused, naming what changed) and continues from the last saved
+batch.  Layers already in OUT with the same fingerprint are reused instead of dissected again.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from netdissect.errors import DissectError, Interrupted
+from netdissect.files import atomic_torch_save
+
+__all__ = ["Checkpoint", "STATE_DIR", "finished_layers"]
+
+STATE_DIR = ".netdissect-state"
+
+
+class Checkpoint:
+    """Where this process saves its state, when, and whether it was asked to stop.
+
+    Without an output folder (`out=None`) nothing is saved and only Ctrl-C stops a run.
+    """
+
+    def __init__(self, out: Path | None, rank: int, world_size: int, key: dict,
+                 every_seconds: float, restart: bool = False):
+        self.key = json.loads(json.dumps(key))  # as it reads back from a file
+        self.every_seconds = every_seconds
+        self.path = self.cache_dir = None
+        if out is not None:
+            folder = out / STATE_DIR
+            self.path = folder / f"state-rank{rank}-of-{world_size}.pt"
+            self.cache_dir = folder / f"cache-rank{rank}"
+            if restart:
+                self.path.unlink(missing_ok=True)
+                shutil.rmtree(self.cache_dir, ignore_errors=True)
+        self.stop_requested = False
+        self._last_save = time.monotonic()
+
+    def load(self) -> dict | None:
+        """The saved state of an interrupted run, if any; DissectError when its key differs."""
+        if self.path is None or not self.path.is_file():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        saved = state.get("key", {})
+        if saved != self.key:
+            changed = sorted(k for k in set(saved) | set(self.key) if saved.get(k) != self.key.get(k))
+            raise DissectError(
+                f"{self.path}: a saved state of an interrupted run exists, but "
+                f"{', '.join(changed)} changed since; refusing to mix them. Run the same command "
+                "as before to resume it, or pass --restart (restart=True) to discard it.")
+        return state
+
+    def save(self, state: dict) -> None:
+        if self.path is not None:
+            atomic_torch_save(self.path, {"key": self.key, **state})
+        self._last_save = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether to save now: the interval has passed, or a stop was requested."""
+        return self.stop_requested or time.monotonic() - self._last_save >= self.every_seconds
+
+    def stop_if_requested(self) -> None:
+        """Raise Interrupted (after the caller saved) when SIGTERM arrived."""
+        if self.stop_requested:
+            raise Interrupted(f"stopped; state saved in {self.path}; run the same command "
+                              "again to resume.")
+
+    @contextlib.contextmanager
+    def catching_sigterm(self) -> Iterator[None]:
+        """SIGTERM sets `stop_requested` for the block (signals need the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def finish(self) -> None:
+        """The run finished: its state is no longer needed (the last rank removes the folder)."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            try:
+                self.path.parent.rmdir()
+            except OSError:
+                pass
+
+
+def finished_layers(out: Path, layers: list[str], components: dict) -> dict:
+    """Layers already in `out`, dissected with the same fingerprint components: their saved
+    `LayerResult`s by name, nothing to redo."""
+    from netdissect.results import LayerResult, layer_folder_name
+
+    found = {}
+    wanted = json.loads(json.dumps(components))
+    for name in layers:
+        folder = out / layer_folder_name(name)
+        if (folder / "stats.pt").is_file() and (folder / "summary.json").is_file():
+            summary = json.loads((folder / "summary.json").read_text())
+            if summary.get("fingerprint_components") == wanted:
+                found[name] = LayerResult.load(folder)
+    return found

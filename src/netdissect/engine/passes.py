@@ -1,0 +1,242 @@
+"""The two passes over the data that feed each layer's statistics (docs/method.md 4-8).
+
+Pass 1 (activations) runs the probe once over every image, all layers in the same forward
+pass, and feeds each layer's exact top-quantile buffers and top-image lists.  Its images'
+label planes are decoded too, so a bad file is found (and, with `skip_bad`, set aside) before
+any tallying.  Between the passes the shares of all processes are merged: thresholds T_k and
+the top images come from every image.  Pass 2 (tally) thresholds each map with T_k and counts
+I, A and G, and keeps the maps of the top images; its outputs come from the activation cache
+when pass 1 wrote one, else from running the probe again.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from netdissect.data.broden import Broden, BrodenImages, collate_samples
+from netdissect.engine import cache as activation_cache
+from netdissect.engine.checkpoint import Checkpoint
+from netdissect.engine.settings import Settings
+from netdissect.errors import BrodenError, DissectError
+from netdissect.models.probe import Probe
+from netdissect.stats import CombinedStat, IoUTally, TopImages, TopMaps, TopQuantile
+from netdissect.stats.distributed import World, gather_objects, merge_across_ranks
+
+__all__ = ["LayerStats", "Passes"]
+
+
+class LayerStats(CombinedStat):
+    """One layer's statistics: `quantile` and `top` (pass 1), `tally` and `maps` (pass 2).
+
+    `start_tally` fixes the merged thresholds and top images between the passes; the
+    statistics themselves keep this process's share only, which is what a saved state holds.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], images: int, settings: Settings,
+                 label_category: np.ndarray, num_categories: int, device: torch.device):
+        units, h, w = shape
+        self.shape = shape
+        super().__init__(quantile=TopQuantile(units, settings.quantile, images * h * w, device),
+                         top=TopImages(units, settings.top_k, device),
+                         tally=IoUTally(units, torch.from_numpy(label_category), num_categories, device))
+        self.thresholds: torch.Tensor | None = None  # from every process's values
+        self.top_all: TopImages | None = None  # every process's top images
+        self._saved_maps: dict | None = None
+
+    def observe(self, acts: torch.Tensor, index: torch.Tensor) -> None:
+        """Pass 1: activations (B, units, h, w) of dataset rows `index`."""
+        self.quantile.update(acts.transpose(0, 1).reshape(acts.shape[1], -1))
+        self.top.update(acts.amax(dim=(2, 3)), index)
+
+    def start_tally(self) -> None:
+        """Between the passes: thresholds and top images merged over every process."""
+        self.thresholds = merge_across_ranks(self.quantile).thresholds()
+        self.top_all = merge_across_ranks(self.top)
+        maps = TopMaps(self.top_all.indices, self.shape[1:], self.thresholds.device)
+        if self._saved_maps is not None:
+            maps.load_state_dict(self._saved_maps)
+        self.parts["maps"] = maps
+
+    def count(self, acts: torch.Tensor, index: torch.Tensor, planes: torch.Tensor,
+              image_labels: torch.Tensor) -> None:
+        """Pass 2: tally the thresholded maps against the labels; keep the top images' maps."""
+        self.tally.update(acts, self.thresholds, planes, image_labels)
+        self.maps.update(acts, index)
+
+    def state_dict(self) -> dict:
+        return {"shape": list(self.shape), **super().state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("quantile", "top", "tally"):
+            self.parts[name].load_state_dict(state[name])
+        self._saved_maps = state.get("maps")
+
+    def merged(self) -> tuple[IoUTally, torch.Tensor]:
+        """After pass 2: the tally and the top maps of every process."""
+        return merge_across_ranks(self.tally), merge_across_ranks(self.maps).maps
+
+
+class Passes:
+    """Both passes of one dissection for the layers of `probe`, with checkpoints."""
+
+    def __init__(self, probe: Probe, broden: Broden, settings: Settings, world: World,
+                 checkpoint: Checkpoint, progress: bool):
+        self.probe, self.broden, self.settings = probe, broden, settings
+        self.world, self.checkpoint, self.progress = world, checkpoint, progress
+        self.device = probe.device()
+        self.stats: dict[str, LayerStats] = {}
+        self.bad: list[tuple[int, str]] = []
+        self.timings: dict[str, float] = {}
+
+    def run(self) -> dict[str, LayerStats]:
+        """Both passes; returns the statistics by layer (after `start_tally`)."""
+        missing = self.broden.check_files()
+        if missing and not self.settings.skip_bad:
+            raise BrodenError(f"{len(missing)} file(s) named in {self.broden.root / 'index.csv'} are "
+                              f"missing, e.g. images/{missing[0]}. Restore them, or pass --skip-bad "
+                              "to skip and count those images.")
+        state = self.checkpoint.load()
+        cache = None
+        try:
+            with torch.inference_mode(), self.checkpoint.catching_sigterm():
+                cache, batches = self._activation_pass(state)
+                for s in self.stats.values():
+                    s.start_tally()
+                self._tally_pass(cache, batches, state if state and state["phase"] == 2 else None)
+        except BaseException:
+            if cache is not None:
+                cache.close(remove=self.checkpoint.path is None)
+            raise
+        if cache is not None:
+            cache.close()
+        self.bad = [b for part in gather_objects(self.bad) for b in part]
+        self.checkpoint.finish()
+        return self.stats
+
+    # -- pass 1 ---------------------------------------------------------------------------
+    def _activation_pass(self, state: dict | None):
+        n = len(self.broden.rows)
+        shard = list(self.world.shard(n))
+        size = self.settings.batch_size
+        planned = [shard[i:i + size] for i in range(0, len(shard), size)]
+        batches: list[list[int]] = []
+        done, cache = 0, None
+        if state is not None:
+            for name, saved in state["stats"].items():
+                self.stats[name] = self._new_stats(tuple(saved["shape"]), n)
+                self.stats[name].load_state_dict(saved)
+            batches, self.bad, self.timings = state["batches"], state["bad"], state["timings"]
+            if self.checkpoint.cache_dir is not None:
+                cache = activation_cache.ActivationCache.reopen(
+                    self.checkpoint.cache_dir, self.probe.layers, state["cache_sizes"])
+            if state["phase"] == 2:
+                if cache is not None:
+                    cache.finish_writing()
+                return cache, batches
+            done = state["done"]
+        start = time.perf_counter() - self.timings.get("activations", 0.0)
+        images_done = sum(len(b) for b in planned[:done])
+        try:
+            with self._bar(len(shard), images_done, "pass 1/2: activations") as bar:
+                for number, batch in enumerate(self._loader(True, planned[done:]), start=done):
+                    self._set_aside(batch["bad"])
+                    index = batch["index"]
+                    if len(index):
+                        outputs = self.probe(batch["image"])
+                        if not self.stats:
+                            self.stats = {name: self._new_stats(tuple(a.shape[1:]), n)
+                                          for name, a in outputs.items()}
+                            if not batches:
+                                cache = activation_cache.decide(
+                                    outputs, len(shard), self.settings.cache_limit_gb,
+                                    self.checkpoint.cache_dir, lambda: self.probe(batch["image"]),
+                                    self.probe.layers)
+                        for name, acts in outputs.items():
+                            self._check_finite(name, acts, index)
+                            self.stats[name].observe(acts, index)
+                            if cache is not None:
+                                cache.write(name, acts)
+                        batches.append(index.tolist())
+                    bar.update(len(index) + len(batch["bad"]))
+                    self.timings["activations"] = time.perf_counter() - start
+                    self._maybe_save(1, number + 1, batches, cache)
+        except BaseException:
+            if cache is not None:
+                cache.close(remove=self.checkpoint.path is None)
+            raise
+        if not batches and not self.stats:
+            raise BrodenError(f"{self.broden.root}: no image could be read; nothing to dissect.")
+        if cache is not None:
+            cache.finish_writing()
+        self._save(2, 0, batches, cache)
+        return cache, batches
+
+    # -- pass 2 ---------------------------------------------------------------------------
+    def _tally_pass(self, cache, batches: list[list[int]], state: dict | None) -> None:
+        done = state["done"] if state is not None else 0
+        start = time.perf_counter() - self.timings.get("tally", 0.0)
+        if cache is not None:
+            skipped = sum(len(b) for b in batches[:done])
+            for name, s in self.stats.items():
+                cache.seek(name, skipped * int(np.prod(s.shape)))
+        total = sum(len(b) for b in batches)
+        with self._bar(total, sum(len(b) for b in batches[:done]), "pass 2/2: tally") as bar:
+            for number, batch in enumerate(self._loader(cache is None, batches[done:]), start=done):
+                if batch["bad"]:
+                    raise BrodenError(f"{batch['bad'][0][1]} (it was readable in pass 1; is the "
+                                      "dataset changing during the run?)")
+                index = batch["index"]
+                if cache is not None:
+                    outputs = {name: cache.read(name, self.stats[name].shape, len(index)).to(self.device)
+                               for name in self.probe.layers}
+                else:
+                    outputs = self.probe(batch["image"])
+                for name, acts in outputs.items():
+                    self.stats[name].count(acts, index, batch["planes"], batch["image_labels"])
+                bar.update(len(index))
+                self.timings["tally"] = time.perf_counter() - start
+                self._maybe_save(2, number + 1, batches, cache)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _new_stats(self, shape: tuple[int, int, int], images: int) -> LayerStats:
+        return LayerStats(shape, images, self.settings, self.broden.label_category,
+                          len(self.broden.categories), self.device)
+
+    def _loader(self, images: bool, batches: list[list[int]]):
+        dataset = BrodenImages(self.broden, images=images, labels=True,
+                               input_size=self.probe.preprocess.size)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batches,
+                                           num_workers=self.settings.workers,
+                                           collate_fn=collate_samples,
+                                           pin_memory=self.device.type == "cuda")
+
+    def _bar(self, total: int, done: int, desc: str):
+        return tqdm(total=total, initial=done, desc=desc, unit="img", disable=not self.progress)
+
+    def _set_aside(self, bad: list[tuple[int, str]]) -> None:
+        if bad and not self.settings.skip_bad:
+            raise BrodenError(bad[0][1])
+        self.bad.extend(bad)
+
+    def _check_finite(self, name: str, acts: torch.Tensor, index: torch.Tensor) -> None:
+        if bool(torch.isfinite(acts.sum())) or bool(torch.isfinite(acts).all()):  # the sum is cheap
+            return
+        b, k = torch.nonzero(~torch.isfinite(acts).flatten(2).all(2))[0].tolist()
+        image = self.broden.rows[int(index[b])].image
+        raise DissectError(f"layer {name!r}, unit {k}: NaN or inf activation on image {image!r} "
+                           f"(row {int(index[b])}). Check the model's weights and the input "
+                           "normalisation (--mean/--std).")
+
+    def _save(self, phase: int, done: int, batches, cache) -> None:
+        self.checkpoint.save({
+            "phase": phase, "done": done, "batches": batches, "bad": self.bad,
+            "timings": self.timings, "cache_sizes": cache.sizes() if cache is not None else None,
+            "stats": {name: s.state_dict() for name, s in self.stats.items()}})
+
+    def _maybe_save(self, phase: int, done: int, batches, cache) -> None:
+        if self.checkpoint.due():
+            self._save(phase, done, batches, cache)
+        self.checkpoint.stop_if_requested()

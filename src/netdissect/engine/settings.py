@@ -1,0 +1,122 @@
+"""The settings of a dissection, each tagged with what it decides.
+
+    Settings(quantile=0.01, categories=["object", "part"])
+
+Every field has a role, and everything that depends on the roles is derived from them here,
+so a new setting is one new field:
+
+    numbers  decides the statistics (thresholds, tallies, top images): part of the layer
+             fingerprint that decides whether a finished layer can be reused, and of the key
+             of a saved state
+    labels   decides the labels derived from the tallies (IoU threshold, IoU definition):
+             recorded, but a change needs no pass over the data (`netdissect relabel`)
+    state    decides how the work is split into batches: part of a saved state's key only
+    runtime  how the run goes (workers, cache, checkpoints): recorded nowhere
+
+The summary's settings block, the fingerprint, the resume key and the command-line options
+(`netdissect.cli.options.add_settings_options`) all read the fields' metadata.  This module
+imports nothing heavy, so the command line can build its options without torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, dataclass, field, fields
+
+from netdissect.errors import SettingsError
+
+__all__ = ["Settings", "DEFINITIONS", "ROLES", "setting_fields", "fingerprint_components",
+           "fingerprint", "state_key", "summary_settings"]
+
+DEFINITIONS = ("original", "lite")  # how A counts activation pixels (docs/method.md section 6)
+ROLES = ("numbers", "labels", "state", "runtime")
+
+
+def _setting(default, role: str, help: str, **cli):
+    """A field of Settings: its default, its role (see the module docstring), the help text of
+    its command-line option and extra argparse options (choices, metavar, kind)."""
+    assert role in ROLES
+    kwargs = {"default_factory": default} if callable(default) else {"default": default}
+    return field(metadata={"role": role, "help": help, **cli}, **kwargs)
+
+
+@dataclass
+class Settings:
+    """What decides a dissection's numbers and labels, and how it runs (see the module doc)."""
+
+    quantile: float = _setting(0.005, "numbers", "top quantile q of T_k (default 0.005; "
+                               "docs/method.md section 4)")
+    iou_threshold: float = _setting(0.04, "labels", "detector IoU threshold (default 0.04)")
+    definition: str = _setting("original", "labels", "how A counts activation pixels "
+                               "(docs/method.md section 6)", choices=DEFINITIONS)
+    categories: list[str] | None = _setting(None, "numbers", "comma-separated subset of "
+                                            "categories (default: all)", kind="names")
+    top_k: int = _setting(10, "numbers", "top images kept per unit (default 10)")
+    skip_bad: bool = _setting(False, "numbers", "skip unreadable images and count them in "
+                              "summary.json instead of stopping")
+    batch_size: int = _setting(32, "state", "images per batch (default 32)")
+    workers: int | None = _setting(None, "runtime", "data-loader worker processes (default: up to 4)")
+    cache_limit_gb: float = _setting(8.0, "runtime", "largest on-disk activation cache; above it "
+                                     "pass 2 runs the model again (default 8)")
+    checkpoint_seconds: float = _setting(300.0, "runtime", "save the run's state this often, to "
+                                         "resume after an interruption (default 300)")
+
+    def check(self) -> None:
+        """SettingsError naming the option when a value is out of range."""
+        if not 0.0 < self.quantile < 1.0:
+            raise SettingsError(f"--quantile must be between 0 and 1, got {self.quantile}")
+        if self.definition not in DEFINITIONS:
+            raise SettingsError(f"--definition must be one of {', '.join(DEFINITIONS)}, "
+                                f"got {self.definition!r}")
+        if self.batch_size < 1:
+            raise SettingsError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.top_k < 1:
+            raise SettingsError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.workers is not None and self.workers < 0:
+            raise SettingsError(f"--workers must be 0 or more, got {self.workers}")
+
+    @classmethod
+    def from_options(cls, options: dict) -> "Settings":
+        """Settings from a dict that may hold other keys too (e.g. argparse's namespace);
+        a None value keeps the default."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+
+def setting_fields(*roles: str):
+    """The fields of Settings with one of `roles`, in declaration order."""
+    return [f for f in fields(Settings) if f.metadata["role"] in roles]
+
+
+def default_of(f):
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def fingerprint_components(settings: Settings, dataset_fingerprint: str, categories: list[str],
+                           weights_fingerprint: str, preprocess: dict) -> dict:
+    """The inputs that decide a layer's statistics: the dataset, the weights, the
+    preprocessing (mean, std, input_size) and the `numbers` settings.  The IoU threshold and
+    definition are not among them: both definitions are tallied, labels are derived after."""
+    values = {f.name: getattr(settings, f.name) for f in setting_fields("numbers")}
+    values["categories"] = list(categories)
+    return {"dataset": dataset_fingerprint, "weights": weights_fingerprint, **preprocess, **values}
+
+
+def fingerprint(components: dict) -> str:
+    """sha256 of the components, as recorded in summary.json."""
+    return hashlib.sha256(json.dumps(components, sort_keys=True).encode()).hexdigest()
+
+
+def state_key(components: dict, settings: Settings, layers: list[str], world_size: int) -> dict:
+    """What a saved state must match to be resumed: the components, the `state` settings, the
+    layers still to dissect and the number of processes (each holds its own share)."""
+    values = {f.name: getattr(settings, f.name) for f in setting_fields("state")}
+    return {"format": 2, **components, **values, "layers": list(layers), "world_size": world_size}
+
+
+def summary_settings(settings: Settings, categories: list[str], preprocess: dict) -> dict:
+    """The settings block of summary.json: every setting but the runtime ones, the categories
+    as selected in the dataset, and the preprocessing."""
+    block = {f.name: getattr(settings, f.name) for f in setting_fields("numbers", "labels", "state")}
+    block["categories"] = list(categories)
+    return {**block, **preprocess}

@@ -15,22 +15,20 @@ import torch
 
 from conftest import TinyNet, make_broden
 from netdissect import dissect
-from netdissect.experiments import (Ablator, RotatedLayers, ablate, add_ablate_parser,
-                                    add_compare_parser, add_rotate_parser, compare,
-                                    load_labelled_images, random_rotation, rotate, rotation_power)
+from netdissect.cli.main import build_parser
+from netdissect.experiments import (Ablator, RotatedProbe, ablate, compare, load_labelled_images,
+                                    random_rotation, read_record, rotate, rotation_power)
 from netdissect.experiments.compare import unit_status
+from netdissect.models.preprocess import Preprocess
+from netdissect.models.probe import Probe
+from netdissect.models.trace import Trace
 
 QUIET = dict(progress=False, workers=0, batch_size=16)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    """Parse `argv` with a parser holding every experiment subcommand, as cli.py wires them."""
-    parser = argparse.ArgumentParser(prog="netdissect")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_rotate_parser(sub)
-    add_compare_parser(sub)
-    add_ablate_parser(sub)
-    return parser.parse_args(argv)
+    """Parse `argv` with the command line's parser."""
+    return build_parser().parse_args(argv)
 
 
 @pytest.fixture(scope="module")
@@ -73,37 +71,33 @@ def test_rotating_and_rotating_back_leaves_outputs_unchanged():
     with torch.no_grad():
         plain = model(x)
 
-        def there_and_back(module, inputs, output):
+        def there_and_back(output, layer):
             rotated = torch.einsum("oc,nchw->nohw", r, output)
             assert not torch.allclose(rotated, output, atol=1e-3)
             return torch.einsum("oc,nchw->nohw", r.T, rotated)
 
-        handle = model.conv1.register_forward_hook(there_and_back)
-        try:
+        with Trace(model, "conv1", edit_output=there_and_back):
             back = model(x)
-        finally:
-            handle.remove()
     assert torch.allclose(back, plain, atol=1e-5)
 
 
-def test_wrapper_feeds_rotated_features_and_keeps_model_output():
+def test_rotated_probe_returns_each_power_of_the_rotation():
     model = TinyNet()
-    wrapper = RotatedLayers(model, "conv2", [0.0, 0.5, 1.0], seed=4)
-    seen = {}
-    for name in wrapper.layer_names:
-        getattr(wrapper, name).register_forward_hook(
-            lambda m, i, o, name=name: seen.__setitem__(name, o))
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        out = wrapper(x)
-        feats = model.conv2(model.conv1(x))
-        assert torch.equal(out, model(x))
-    assert torch.equal(seen["rotated_0"], feats)
+    probe = RotatedProbe(model, None, Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3),
+                         target="conv2", powers=[0.0, 0.5, 1.0], seed=4)
+    assert probe.layers == ["rotated_0", "rotated_1", "rotated_2"]
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    seen = probe(images)
+    with torch.no_grad():  # the layer's output computed by hand
+        feats = model.conv2(model.conv1((images.float() / 255 - 0.5) / 0.25))
+    assert torch.allclose(seen["rotated_0"], feats, atol=1e-6)
     r = random_rotation(16, seed=4)
+    assert torch.equal(probe.rotation, r)
     assert torch.allclose(seen["rotated_2"], torch.einsum("oc,nchw->nohw", r.float(), feats), atol=1e-5)
     half = rotation_power(r, 0.5).float()
     assert torch.allclose(seen["rotated_1"], torch.einsum("oc,nchw->nohw", half, feats), atol=1e-5)
     assert not model.conv2._forward_hooks  # the hook is gone after the pass
+    assert probe.select(["rotated_2"])(images).keys() == {"rotated_2"}
 
 
 def test_power_zero_reproduces_the_plain_dissection(small_broden):
@@ -136,6 +130,10 @@ def test_rotate_cli_end_to_end(small_broden, tmp_path):
     for name in ("rotate.png", "rotate.svg", "rotation.pt", "dissection/dissection.json"):
         assert (out / name).is_file()
     assert torch.equal(torch.load(out / "rotation.pt"), random_rotation(16, seed=1))
+    record = read_record(out)
+    assert (record.kind, record.layer, record.figure) == ("rotate", "conv2", "rotate")
+    totals = ", ".join(f"a={p['a']:g}: {p['unique_detectors_total']}" for p in summary["powers"])
+    assert totals in record.summary and record.tables == ["rotate.json", "rotate.csv"]
 
 
 # -- compare -----------------------------------------------------------------------------------
@@ -212,31 +210,34 @@ def test_batched_masks_match_one_hook_per_mask(small_broden):
     masks[1, 3] = masks[2, [0, 5, 9]] = 0
     masks[3] = 0
     masks[4, 8:] = 0
-    options = dict(mean=(0.5,) * 3, std=(0.25,) * 3, batch_size=7, progress=False)
-    small = Ablator(model, "conv2", images, memory_mb=0.01, **options).evaluate(masks)
-    large = Ablator(model, "conv2", images, **options).evaluate(masks)
+    probe = Probe(model, ["conv2"], Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3))
+    small = Ablator(probe, images, memory_mb=0.01, batch_size=7, progress=False).evaluate(masks)
+    large = Ablator(probe, images, batch_size=7, progress=False).evaluate(masks)
     assert torch.equal(small.predictions, large.predictions)
     assert torch.allclose(small.true_probability, large.true_probability, atol=1e-6)
-    ablator = Ablator(model, "conv2", images, **options)
-    x = torch.stack([ablator_image(ablator, i) for i in range(len(images.paths))])
+    x = torch.stack([normalised_image(path, (32, 32), 0.5, 0.25) for path in images.paths])
     for m, mask in enumerate(masks):
-        handle = model.conv2.register_forward_hook(lambda mod, i, o: o * mask.view(1, -1, 1, 1))
-        try:
-            with torch.no_grad():
-                probs = model(x).softmax(-1)
-        finally:
-            handle.remove()
+        with Trace(model, "conv2", edit_output=lambda o, layer: o * mask.view(1, -1, 1, 1)), \
+                torch.no_grad():
+            probs = model(x).softmax(-1)
         assert torch.equal(large.predictions[m], probs.argmax(-1))
         expected = probs[torch.arange(len(x)), images.targets]
         assert torch.allclose(large.true_probability[m], expected, atol=1e-6)
 
 
-def ablator_image(ablator: Ablator, i: int) -> torch.Tensor:
-    """Image i of the ablator's set, normalised as the ablator feeds it."""
-    from netdissect.experiments.ablate import _ImageDataset
+def normalised_image(path: Path, size: tuple[int, int], mean, std) -> torch.Tensor:
+    """An image file read, resized and normalised by hand (PIL and numpy, not netdissect)."""
+    import numpy as np
+    from PIL import Image
 
-    image, _ = _ImageDataset(ablator.images.paths, ablator.size)[i]
-    return ablator._normalise(image[None])[0]
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        pixels = np.asarray(im, dtype=np.float32) / 255.0
+    mean = np.broadcast_to(np.asarray(mean, dtype=np.float32), (3,))
+    std = np.broadcast_to(np.asarray(std, dtype=np.float32), (3,))
+    return torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1).copy())
 
 
 def image_folder(root: Path, per_class: int = 6) -> Path:
@@ -260,11 +261,13 @@ def test_ablate_api_numbers(tmp_path):
     assert result.counts == [1, 4, 16]  # clipped to the layer's 16 units
     assert result.images_per_class == [6, 6, 6, 0]
     images = load_labelled_images(data, TINY_CLASSES)
-    ablator = Ablator(TinyNet(), "conv2", images, mean=(0.485, 0.456, 0.406),
-                      std=(0.229, 0.224, 0.225), input_size=32, progress=False)
-    plain = ablator.class_accuracy(ablator.evaluate(torch.ones(1, 16)).predictions)[0]
-    assert result.baseline[:3] == [float(a) for a in plain[:3]]
-    assert result.balanced_accuracy == pytest.approx(float(plain[:3].mean()))
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    x = torch.stack([normalised_image(path, (32, 32), *imagenet) for path in images.paths])
+    with torch.no_grad():
+        predicted = TinyNet()(x).argmax(-1)
+    plain = [float((predicted[images.targets == c] == c).float().mean()) for c in range(3)]
+    assert result.baseline[:3] == pytest.approx(plain, abs=1e-12)  # recall per class, by hand
+    assert result.balanced_accuracy == pytest.approx(sum(plain) / 3)
     for name in TINY_CLASSES[:3]:
         ci = TINY_CLASSES.index(name)
         ranking = result.rankings[name]
@@ -286,7 +289,7 @@ def test_ablate_cli_end_to_end(small_broden, tmp_path):
     dissect(TinyNet(), small_broden, ["conv2"], out=dissection, **QUIET)
     out = tmp_path / "ablate"
     args = parse(["ablate", "--data", str(small_broden), "--model", "conftest:tiny_net",
-                  "--layer", "conv2", "--class-names", ",".join(TINY_CLASSES),
+                  "--layer", "conv2", "--class-names", ",".join(TINY_CLASSES), "--workers", "0",
                   "--counts", "1,2,4", "--draws", "2", "--dissection", str(dissection),
                   "--out", str(out), "--quiet"])
     assert args.func(args) == 0
@@ -305,17 +308,12 @@ def test_ablate_cli_end_to_end(small_broden, tmp_path):
     assert len(units) == 2 * 4 and units[0]["rank"] == "1"
     assert (out / "ablate.png").is_file() and (out / "ablate.svg").is_file()
     assert len(list(csv.DictReader(open(out / "unit_drops.csv")))) == 16
+    record = read_record(out)
+    assert record.kind == "ablate" and record.summary.startswith(
+        f"Balanced accuracy {summary['balanced_accuracy']:.3f}.")
 
 
 # -- the demo CNN on a small toy world ---------------------------------------------------------
-def demo_weights() -> Path:
-    from netdissect.models.demo_cnn import WEIGHTS
-
-    return WEIGHTS
-
-
-needs_demo = pytest.mark.skipif(not demo_weights().is_file(),
-                                reason="the demo CNN's trained weights are not in the package yet")
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +324,6 @@ def toy_world(tmp_path_factory) -> Path:
                              workers=1, progress=False)
 
 
-@needs_demo
 def test_demo_full_rotation_removes_unique_detectors(toy_world, tmp_path):
     out = tmp_path / "rotate"
     args = parse(["rotate", "--dataset", str(toy_world), "--model", "demo_cnn", "--layer", "conv5",
@@ -343,7 +340,6 @@ def test_demo_full_rotation_removes_unique_detectors(toy_world, tmp_path):
     assert plain.counts()["unique_detectors_total"] == unique[0]
 
 
-@needs_demo
 def test_demo_removing_top_units_hurts_more_than_random(toy_world, tmp_path):
     out = tmp_path / "ablate"
     args = parse(["ablate", "--data", str(toy_world), "--model", "demo_cnn", "--layer", "conv5",

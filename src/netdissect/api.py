@@ -18,7 +18,7 @@ from netdissect.models.preprocess import Preprocess
 from netdissect.models.probe import Probe
 from netdissect.results import Dissection
 
-__all__ = ["dissect"]
+__all__ = ["dissect", "as_probe", "is_main_process"]
 
 
 def dissect(model: nn.Module | Probe, dataset: str | os.PathLike | Broden,
@@ -49,7 +49,7 @@ def dissect(model: nn.Module | Probe, dataset: str | os.PathLike | Broden,
     settings = Settings.from_options({**(vars(settings) if settings else {}), **options})
     result = run_dissection(probe, dataset, settings, device=device, out=out, progress=progress,
                             restart=restart)
-    if out is not None and _is_main_process():
+    if out is not None and is_main_process():
         result.save(out)
         if report:
             from netdissect.report import write_report
@@ -73,7 +73,7 @@ def as_probe(model: nn.Module | Probe, layers: list[str] | None = None, mean=Non
     return model
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     import torch.distributed as dist
 
     return not dist.is_initialized() or dist.get_rank() == 0

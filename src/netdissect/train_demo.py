@@ -2,7 +2,7 @@
 
 The demo model shipped in `netdissect/assets/demo_cnn.pt` was made with
 
-    python -m netdissect.train_demo --dataset <toy world of 2000 images, seed 0> \\
+    netdissect train-demo --dataset <toy world of 2000 images, seed 0> \\
         --out src/netdissect/assets/demo_cnn.pt
 
 Only the image-level `scene` labels of index.csv are used; the object, part and material
@@ -15,35 +15,31 @@ objects at the scale they have at 224, and global average pooling lets the model
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import math
 import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from netdissect.models.demo_cnn import LAYERS, MEAN, STD, WIDTHS, DemoCNN
+from netdissect.data.broden import load_broden
+from netdissect.data.images import load_rgb
+from netdissect.errors import SettingsError
 from netdissect.files import atomic_torch_save, atomic_write_json
+from netdissect.models.demo_cnn import LAYERS, WIDTHS, DemoCNN
+from netdissect.models.preprocess import Preprocess
 
+__all__ = ["train_demo", "scene_classes", "load_scene_images", "accuracy", "normalize"]
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; pass the folder of a Broden-format dataset "
-                                "with a scene category (for example a toy world).")
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+PREPROCESS = Preprocess()  # ImageNet mean and std, as the shipped weights were trained
 
 
 def scene_classes(dataset_dir: str | os.PathLike) -> list[str]:
     """Scene label names of a Broden-format dataset, ordered by global label number."""
-    rows = _read_rows(Path(dataset_dir) / "c_scene.csv")
-    return [r["name"] for r in sorted(rows, key=lambda r: int(r["number"]))]
+    broden = load_broden(dataset_dir, ["scene"])
+    return [name for number, name in enumerate(broden.label_names) if broden.label_category[number] == 0]
 
 
 def load_scene_images(dataset_dir: str | os.PathLike, class_names: list[str],
@@ -54,33 +50,19 @@ def load_scene_images(dataset_dir: str | os.PathLike, class_names: list[str],
     Classes are matched by name to `class_names`; images of other scenes, images without a
     scene and (when `split` is given) other splits are skipped; `limit` keeps the first ones.
     """
-    root = Path(dataset_dir)
-    names = {r["number"]: r["name"] for r in _read_rows(root / "label.csv")}
+    broden = load_broden(dataset_dir, ["scene"])
     index = {name: i for i, name in enumerate(class_names)}
-    images, labels = [], []
-    for row in _read_rows(root / "index.csv"):
-        if split is not None and row["split"] != split:
-            continue
-        scenes = [names.get(item) for item in row.get("scene", "").split(";") if item.isdigit()]
-        if not scenes or scenes[0] not in index:
-            continue
-        with Image.open(root / "images" / row["image"]) as im:
-            images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-        labels.append(index[scenes[0]])
-        if limit is not None and len(labels) >= limit:
-            break
-    if not images:
-        raise ValueError(f"{root}: no image with a scene label among {class_names}"
-                         + (f" in split {split!r}" if split else "") + ".")
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return batch, torch.tensor(labels, dtype=torch.int64)
+    kept = [(row, index[name]) for row, name in broden.scene_images(split) if name in index][:limit]
+    if not kept:
+        raise SettingsError(f"{broden.root}: no image with a scene label among {class_names}"
+                            + (f" in split {split!r}" if split else "") + ".")
+    images = [load_rgb(broden.images_dir / broden.rows[row].image) for row, _ in kept]
+    return torch.stack(images), torch.tensor([label for _, label in kept], dtype=torch.int64)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 3, H, W) images to float, scaled to 0-1 and normalised with ImageNet mean/std."""
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return PREPROCESS(images, channels_last=False)
 
 
 @torch.no_grad()
@@ -127,7 +109,7 @@ def train_demo(dataset_dir: str | os.PathLike, out_path: str | os.PathLike, seed
         train_x, train_y = load_scene_images(root, class_names, "train", limit=max_images)
         try:
             val_x, val_y = load_scene_images(root, class_names, "val")
-        except ValueError:
+        except SettingsError:
             val_x, val_y = train_x[:0], train_y[:0]
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -170,7 +152,7 @@ def train_demo(dataset_dir: str | os.PathLike, out_path: str | os.PathLike, seed
         meta = {
             "model": "DemoCNN", "widths": list(WIDTHS), "layers": list(LAYERS),
             "class_names": class_names, "input_size": [224, 224],
-            "mean": list(MEAN), "std": list(STD), "pixel_range": "0-1 RGB",
+            "mean": list(PREPROCESS.mean), "std": list(PREPROCESS.std), "pixel_range": "0-1 RGB",
             "dataset": {"toyworld_images": manifest.get("images"),
                         "toyworld_seed": manifest.get("seed"),
                         "train_images": len(train_x), "val_images": len(val_x)},
@@ -186,38 +168,3 @@ def train_demo(dataset_dir: str | os.PathLike, out_path: str | os.PathLike, seed
         return meta
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def add_train_demo_parser(sub) -> None:
-    """`netdissect train-demo`: generate (or reuse) a toy world and train the demo CNN on it."""
-    p = sub.add_parser("train-demo", help="train the demo CNN on the toy world's scene labels",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", default="data/toyworld", help="toy world folder (generated if missing)")
-    p.add_argument("--images", type=int, default=2000, help="toy world size")
-    p.add_argument("--world-seed", type=int, default=0, help="toy world seed")
-    p.add_argument("--out", default="demo_cnn.pt", help="weights file to write (metadata next to it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=18)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=run_train_demo)
-
-
-def run_train_demo(args: argparse.Namespace) -> int:
-    from netdissect.data.toyworld import ensure_toyworld
-
-    world = ensure_toyworld(args.dataset, images=args.images, seed=args.world_seed,
-                            progress=not args.quiet)
-    meta = train_demo(world, args.out, seed=args.seed, epochs=args.epochs,
-                      threads=args.threads, progress=not args.quiet)
-    print(json.dumps({k: meta[k] for k in ("train_accuracy", "val_accuracy")}
-                     | {"seconds": meta["training"]["seconds"], "weights": str(args.out)}))
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    from netdissect.cli import main
-
-    sys.exit(main(["train-demo", *sys.argv[1:]]))

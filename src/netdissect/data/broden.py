@@ -20,8 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from netdissect.data.images import load_rgb
 from netdissect.errors import BrodenError
 from netdissect.files import confined
+
+__all__ = ["Broden", "IndexRow", "BrodenImages", "collate_samples", "load_broden", "BrodenError"]
 
 FIXED_COLUMNS = ["image", "split", "ih", "iw", "sh", "sw"]
 
@@ -210,6 +213,22 @@ class Broden:
         """Size of the label axis: global numbers 0..L (0 is unlabelled)."""
         return len(self.label_names)
 
+    def scene_images(self, split: str | None = None) -> list[tuple[int, str]]:
+        """(row, scene label name) of every image with an image-level label of category
+        `scene` (its first), optionally of one split: the classes of a scene classifier."""
+        if "scene" not in self.categories:
+            raise BrodenError(f"{self.root}: the scene category is not selected or not in "
+                              "category.csv; scene labels are needed here.")
+        scene = self.categories.index("scene")
+        items = []
+        for i, row in enumerate(self.rows):
+            if split is not None and row.split != split:
+                continue
+            scenes = [n for n in row.image_labels if self.label_category[n] == scene]
+            if scenes:
+                items.append((i, self.label_names[scenes[0]]))
+        return items
+
     def check_files(self) -> list[str]:
         """Paths of index rows whose image or planes are missing on disk (cheap, up front)."""
         missing = []
@@ -273,17 +292,11 @@ class BrodenImages(torch.utils.data.Dataset):
         return sample
 
     def _load_image(self, rel: str) -> torch.Tensor:
-        path = self.broden.images_dir / rel
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if self.input_size is not None and im.size != (self.input_size[1], self.input_size[0]):
-                    im = im.resize((self.input_size[1], self.input_size[0]), Image.BILINEAR)
-                array = np.asarray(im, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError) as e:
-            raise BrodenError(f"{path}: cannot read the image ({e}). Replace the file, or pass "
-                              "--skip-bad to skip and count such images.") from None
-        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+            return load_rgb(self.broden.images_dir / rel, self.input_size)
+        except ValueError as e:
+            raise BrodenError(f"{e} Replace the file, or pass --skip-bad to skip and count such "
+                              "images.") from None
 
     def _load_labels(self, row: IndexRow) -> tuple[torch.Tensor, torch.Tensor]:
         sh, sw = self.broden.label_size

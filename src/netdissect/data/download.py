@@ -15,12 +15,11 @@ networks and bad mirrors:
 - a second call with the dataset already in place returns at once.
 
 The base URL comes from the ``url`` argument, else the ``NETDISSECT_BRODEN_URL`` environment
-variable, else :data:`DEFAULT_BASE_URL`. The CLI wiring is :func:`add_download_parser`.
+variable, else :data:`DEFAULT_BASE_URL`. The command is in netdissect/cli/data.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import http.client
@@ -29,7 +28,6 @@ import os
 import re
 import shutil
 import stat
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,13 +48,11 @@ __all__ = [
     "URL_ENV_VAR",
     "DownloadError",
     "DownloadInterrupted",
-    "add_download_parser",
     "broden_url",
     "check_broden_folder",
     "download_broden",
-    "run_download",
     "safe_extract",
-    "sha256_file",
+    "mirror_hint",
 ]
 
 DEFAULT_BASE_URL = "http://netdissect.csail.mit.edu/data/"
@@ -96,7 +92,7 @@ class _NoSpace(DownloadError):
     """The disk is too full: nothing is wrong with the archive, so it is kept."""
 
 
-def _mirror_hint() -> str:
+def mirror_hint() -> str:
     return (
         f"If the host is down, pass a mirror with --url (or the url= argument) or set "
         f"{URL_ENV_VAR}; a base URL ending in '/' or a full URL to the .zip both work."
@@ -151,11 +147,11 @@ def _open(url: str, offset: int, timeout: float):
             return err
         err.close()
         raise DownloadError(
-            f"the server answered HTTP {err.code} {err.reason} for {url}. {_mirror_hint()}"
+            f"the server answered HTTP {err.code} {err.reason} for {url}. {mirror_hint()}"
         ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
         reason = getattr(err, "reason", err)
-        raise DownloadError(f"could not reach {url} ({reason}). {_mirror_hint()}") from None
+        raise DownloadError(f"could not reach {url} ({reason}). {mirror_hint()}") from None
 
 
 def _fetch(url: str, part: Path, expected_size: int | None, progress: bool, timeout: float) -> None:
@@ -185,7 +181,7 @@ def _fetch(url: str, part: Path, expected_size: int | None, progress: bool, time
                 if not have:
                     raise DownloadError(
                         f"{url} answered a partial file to a plain request; use another mirror. "
-                        f"{_mirror_hint()}"
+                        f"{mirror_hint()}"
                     )
                 part.unlink(missing_ok=True)  # Not the range we asked for: start over.
                 return _fetch(url, part, expected_size, progress, timeout)
@@ -199,7 +195,7 @@ def _fetch(url: str, part: Path, expected_size: int | None, progress: bool, time
         if expected_size is not None and total is not None and total != expected_size:
             raise DownloadError(
                 f"{url} is {total:,} bytes but {part.name[: -len('.part')]} should be "
-                f"{expected_size:,} bytes: refusing a different file. {_mirror_hint()}"
+                f"{expected_size:,} bytes: refusing a different file. {mirror_hint()}"
             )
         if total is not None:
             _check_free_space(part.parent, total - have, f"download {url}")
@@ -257,7 +253,7 @@ def _content_root(names: list[str]) -> str:
             return top
     raise DownloadError(
         "the archive holds no index.csv at its top or in a single top folder: it is not a "
-        f"Broden release. {_mirror_hint()}"
+        f"Broden release. {mirror_hint()}"
     )
 
 
@@ -351,7 +347,7 @@ def _verify_archive(path: Path, info: ArchiveInfo, url: str) -> tuple[int, str]:
         raise DownloadError(
             f"the file downloaded from {url} is corrupted or not the expected archive: "
             f"{problem}. It was deleted; run the command again, or use another mirror. "
-            f"{_mirror_hint()}"
+            f"{mirror_hint()}"
         )
     return size, digest
 
@@ -441,60 +437,3 @@ def download_broden(
     if not keep_archive:
         archive.unlink()
     return folder
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_download_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``download broden [--variant] [--dest] [--url] ...`` to a CLI's subparsers.
-
-    The ``broden`` parser sets ``func=run_download``; the caller dispatches with
-    ``sys.exit(args.func(args))``.
-    """
-    parser = subparsers.add_parser(
-        "download", help="download a dataset", description="Download a dataset."
-    )
-    datasets = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
-    broden = datasets.add_parser(
-        "broden",
-        help="the Broden dataset (Bau et al. 2017)",
-        description=(
-            "Download, verify and unpack Broden into DEST/broden1_VARIANT. An interrupted "
-            "download resumes when run again. " + _mirror_hint()
-        ),
-    )
-    broden.add_argument("--variant", choices=sorted(BRODEN_ARCHIVES), default="224",
-                        help="image size: 224 (VGG, ResNet, ...), 227 (AlexNet) or 384")
-    broden.add_argument("--dest", default="dataset", help="folder to unpack into (default: dataset)")
-    broden.add_argument("--url", default=None,
-                        help=f"mirror: base URL or full URL of the .zip (default: ${URL_ENV_VAR} "
-                             f"or {DEFAULT_BASE_URL})")
-    broden.add_argument("--timeout", type=float, default=60, help="network timeout in seconds")
-    broden.add_argument("--keep-archive", action="store_true", help="keep the .zip after unpacking")
-    broden.add_argument("--quiet", action="store_true", help="no progress bar or messages")
-    broden.set_defaults(func=run_download)
-    return parser
-
-
-def run_download(args: argparse.Namespace) -> int:
-    """Run ``netdissect download broden``; print the dataset folder and return an exit code.
-
-    Errors are printed to stderr in one message without a traceback (exit code 2); an
-    interruption by the user returns 130 and keeps the partial download for resuming.
-    """
-    try:
-        folder = download_broden(
-            variant=args.variant, dest=args.dest, url=args.url, progress=not args.quiet,
-            timeout=args.timeout, keep_archive=args.keep_archive,
-        )
-    except DownloadError as err:
-        print(f"netdissect download: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("netdissect download: interrupted; run the same command again to resume.",
-              file=sys.stderr)
-        return 130
-    print(folder)
-    return 0

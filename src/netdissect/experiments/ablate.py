@@ -1,4 +1,4 @@
-"""The causal role of units (PNAS 2020; METHOD.md section 10): class accuracy after zeroing units.
+"""The causal role of units (PNAS 2020; docs/method.md section 10): class accuracy after zeroing units.
 
 For a classifier and a labelled image set, a forward hook multiplies the channels of one layer
 by a 0/1 mask (no retraining) and per-class accuracy is measured again.  Per class, accuracy is
@@ -15,8 +15,8 @@ random units (seeded, averaged over a few draws), and after removing all but its
 rewards; `kept_top_only_balanced` gives the balanced accuracy under the same mask).
 Given a saved dissection of the layer, the top units are listed with their concepts.
 
-Batched: masks are evaluated many at a time.  A hook on the layer repeats the batch's output
-once per mask and multiplies each copy by its mask, so the network runs up to the layer once
+Batched: masks are evaluated many at a time.  A Trace on the layer edits its output: the
+batch's output is repeated once per mask and each copy multiplied by its mask, so the network runs up to the layer once
 and only the part after it sees the enlarged batch; images and masks are split so that the
 enlarged activation stays within a memory budget.  With the default budget the demo CNN's
 conv5 ranks its 256 units in a single pass over the data.
@@ -28,25 +28,26 @@ names map to the classifier's outputs through `class_names` (default: the model'
 """
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from netdissect.experiments.common import (add_model_arguments, load_cli_model, new_figure, number_list,
-                                           print_outputs, resolve_layer, save_figure, write_csv,
-                                           write_json)
-from netdissect.models.capture import LayerError, find_module, first_tensor
-from netdissect.report.experiments import refresh_overviews
+from netdissect.data.images import IMAGE_SUFFIXES, load_rgb
+from netdissect.errors import BrodenError, LayerError, SettingsError
+from netdissect.experiments.record import ExperimentRecord, write_record
+from netdissect.files import atomic_write_json, new_figure, save_figure, write_csv
+from netdissect.models.probe import Probe
+from netdissect.models.trace import Trace, first_tensor
+
+__all__ = ["ablate", "Ablator", "AblationResult", "LabelledImages", "load_labelled_images",
+           "write_ablation", "DEFAULT_COUNTS"]
 
 DEFAULT_COUNTS = (1, 2, 4, 8, 16, 20)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 # -- labelled images ---------------------------------------------------------------------------
@@ -68,14 +69,14 @@ def load_labelled_images(root: str | os.PathLike, class_names: list[str] | None 
     per class.  Images of classes outside `class_names` are skipped and counted."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder; give a folder per class or a "
-                                "Broden-format folder with a scene column.")
+        raise SettingsError(f"{root}: no such folder; give a folder per class or a "
+                            "Broden-format folder with a scene column.")
     if (root / "index.csv").is_file():
         items, size = _broden_items(root, split)
         source = "broden-scene"
     else:
         if split is not None:
-            raise ValueError("--split applies to Broden-format folders only")
+            raise SettingsError("--split applies to Broden-format folders only")
         items, size = _folder_items(root), None
         source = "image-folder"
     if class_names is None:
@@ -84,7 +85,7 @@ def load_labelled_images(root: str | os.PathLike, class_names: list[str] | None 
     kept = [(path, index[name]) for path, name in items if name in index]
     if not kept:
         found = sorted({name for _, name in items})[:8]
-        raise ValueError(f"{root}: no image of the classifier's classes ({', '.join(class_names[:8])}"
+        raise SettingsError(f"{root}: no image of the classifier's classes ({', '.join(class_names[:8])}"
                          f"{', ...' if len(class_names) > 8 else ''}); the data has classes "
                          f"{', '.join(found) or 'none'}. Check --class-names or the data folder.")
     return LabelledImages([p for p, _ in kept], torch.tensor([t for _, t in kept], dtype=torch.int64),
@@ -92,15 +93,10 @@ def load_labelled_images(root: str | os.PathLike, class_names: list[str] | None 
 
 
 def _broden_items(root: Path, split: str | None) -> tuple[list[tuple[Path, str]], tuple[int, int]]:
-    from netdissect.data.broden import BrodenError, load_broden
+    from netdissect.data.broden import load_broden
 
     broden = load_broden(root, ["scene"])
-    items = []
-    for row in broden.rows:
-        if split is not None and row.split != split:
-            continue
-        if row.image_labels:
-            items.append((broden.images_dir / row.image, broden.label_names[row.image_labels[0]]))
+    items = [(broden.images_dir / broden.rows[i].image, name) for i, name in broden.scene_images(split)]
     if not items:
         raise BrodenError(f"{root}/index.csv: no image has a scene label"
                           + (f" in split {split!r}" if split else "") + ".")
@@ -112,7 +108,7 @@ def _folder_items(root: Path) -> list[tuple[Path, str]]:
     items = [(path, folder.name) for folder in sorted(p for p in root.iterdir() if p.is_dir())
              for path in sorted(folder.rglob("*")) if path.suffix.lower() in IMAGE_SUFFIXES]
     if not items:
-        raise ValueError(f"{root}: no images found; expected ROOT/<class name>/<image files>.")
+        raise SettingsError(f"{root}: no images found; expected ROOT/<class name>/<image files>.")
     return items
 
 
@@ -127,41 +123,24 @@ class _ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            with Image.open(self.paths[i]) as im:
-                im = im.convert("RGB")
-                if im.size != (self.size[1], self.size[0]):
-                    im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
-                array = np.asarray(im, dtype=np.uint8).copy()
-        except (OSError, ValueError, SyntaxError) as e:
-            raise ValueError(f"{self.paths[i]}: cannot read the image ({e}); replace or remove it.") from None
-        return torch.from_numpy(array).permute(2, 0, 1), i
+            return load_rgb(self.paths[i], self.size), i
+        except ValueError as e:
+            raise SettingsError(f"{e} Replace or remove it.") from None
 
 
-# -- masked evaluation -------------------------------------------------------------------------
-class _MaskHook:
-    """A forward hook repeating a layer's output once per mask, each copy times its mask."""
-
-    def __init__(self, layer: str):
-        self.layer = layer
-        self.masks: torch.Tensor | None = None  # (M, C)
-        self.shape: tuple[int, ...] | None = None
-
-    def __call__(self, module, inputs, output):
+def _masked(masks: torch.Tensor, layer: str):
+    """An `edit_output` for Trace: the layer's (N, C, ...) output repeated once per mask (M, C)
+    and multiplied by it, (M * N, C, ...)."""
+    def edit(output, _layer):
         feats = first_tensor(output)
-        if feats is None or feats.dim() < 2:
-            raise LayerError(f"layer {self.layer!r} outputs no (N, C, ...) tensor to ablate units of.")
-        self.shape = tuple(feats.shape[1:])
-        if self.masks is None:
-            return None
-        if self.masks.shape[1] != feats.shape[1]:
-            raise LayerError(f"layer {self.layer!r} has {feats.shape[1]} units, the masks "
-                             f"{self.masks.shape[1]}.")
-        m = self.masks.to(feats.dtype).view(*self.masks.shape, *([1] * (feats.dim() - 2)))
-        ablated = (m[:, None] * feats[None]).flatten(0, 1)  # (M * N, C, ...)
-        if isinstance(output, torch.Tensor):
-            return ablated
-        raise LayerError(f"layer {self.layer!r} returns a {type(output).__name__}; ablation needs "
-                         "a layer that outputs a single tensor.")
+        if not isinstance(output, torch.Tensor) or feats.dim() < 2:
+            raise LayerError(f"layer {layer!r} returns a {type(output).__name__}; ablation needs "
+                             "a layer that outputs a single (N, C, ...) tensor.")
+        if masks.shape[1] != feats.shape[1]:
+            raise LayerError(f"layer {layer!r} has {feats.shape[1]} units, the masks {masks.shape[1]}.")
+        m = masks.to(feats.dtype).view(*masks.shape, *([1] * (feats.dim() - 2)))
+        return (m[:, None] * feats[None]).flatten(0, 1)
+    return edit
 
 
 @dataclass
@@ -173,48 +152,39 @@ class MaskedEvaluation:
 
 
 class Ablator:
-    """Evaluates a classifier on labelled images under many unit masks of one layer."""
+    """Evaluates a classifier on labelled images under many unit masks of one layer.
 
-    def __init__(self, model: nn.Module, layer: str, images: LabelledImages, *, mean, std,
-                 input_size: int | tuple[int, int] | None = None, batch_size: int = 32,
-                 workers: int = 0, device: str | torch.device | None = None,
-                 memory_mb: float = 512.0, progress: bool = True):
-        from netdissect.dissect import default_device
+    `probe` gives the model, its preprocessing and the layer (its first); the model must
+    already be on the device it runs on (`probe.session`).
+    """
 
-        self.device = torch.device(device) if device else default_device()
-        self.model = model.to(self.device).eval()
-        self.layer, self.images = layer, images
-        self.module = find_module(model, layer)
-        if isinstance(input_size, int):
-            input_size = (input_size, input_size)
-        self.size = tuple(input_size or images.input_size or (224, 224))
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+    def __init__(self, probe: Probe, images: LabelledImages, *, batch_size: int = 32,
+                 workers: int = 0, memory_mb: float = 512.0, progress: bool = True):
+        self.probe, self.model, self.layer = probe, probe.model, probe.layers[0]
+        self.images = images
+        self.size = probe.preprocess.size or images.input_size or (224, 224)
         self.batch_size, self.workers = batch_size, workers
         self.budget = memory_mb * 2**20
         self.progress = progress
-        self.units, self.unit_shape = self._probe()
+        self.units, self.unit_shape = self._layer_shape()
 
-    def _probe(self) -> tuple[int, tuple[int, ...]]:
+    def _layer_shape(self) -> tuple[int, tuple[int, ...]]:
         """The layer's unit count and per-image output shape, from one image."""
         image, _ = _ImageDataset(self.images.paths[:1], self.size)[0]
-        hook = _MaskHook(self.layer)
-        handle = self.module.register_forward_hook(hook)
-        try:
-            with torch.inference_mode():
-                self.model(self._normalise(image[None]))
-        finally:
-            handle.remove()
-        if hook.shape is None:
-            raise LayerError(f"layer {self.layer!r} did not run in the forward pass.")
-        return hook.shape[0], hook.shape
+        with torch.inference_mode(), Trace(self.model, self.layer, stop=True) as trace:
+            self.model(self._normalise(image[None]))
+        feats = first_tensor(trace.output)
+        if not trace.ran or feats is None or feats.dim() < 2:
+            raise LayerError(f"layer {self.layer!r} did not run in the forward pass, or outputs "
+                             "no (N, C, ...) tensor to ablate units of.")
+        return feats.shape[1], tuple(feats.shape[1:])
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.to(self.device).float() / 255.0 - self.mean) / self.std
+        return self.probe.preprocess(images.to(self.probe.device()), channels_last=False)
 
     def evaluate(self, masks: torch.Tensor, desc: str = "ablation") -> MaskedEvaluation:
         """Run every image under every mask (M, C) of 0/1 (1 keeps a unit)."""
-        masks = masks.to(self.device, torch.float32)
+        masks = masks.to(self.probe.device(), torch.float32)
         m, n = len(masks), len(self.images.paths)
         per_copy = 4 * float(np.prod(self.unit_shape))  # bytes of one image's layer output
         if per_copy * m <= self.budget:  # every mask at once, as many images as fit
@@ -225,27 +195,23 @@ class Ablator:
         true_prob = torch.empty((m, n), dtype=torch.float32)
         loader = torch.utils.data.DataLoader(_ImageDataset(self.images.paths, self.size),
                                              batch_size=self.batch_size, num_workers=self.workers)
-        hook = _MaskHook(self.layer)
-        handle = self.module.register_forward_hook(hook)
-        try:
-            with torch.inference_mode(), tqdm(total=n, desc=desc, unit="img",
-                                               disable=not self.progress) as bar:
-                for batch, index in loader:
-                    x = self._normalise(batch)
-                    targets = self.images.targets[index].to(self.device)
-                    for s in range(0, len(x), images_per_run):
-                        xs, ts, idx = x[s:s + images_per_run], targets[s:s + images_per_run], \
-                            index[s:s + images_per_run]
-                        for c in range(0, m, masks_per_run):
-                            hook.masks = masks[c:c + masks_per_run]
-                            logits = self.model(xs).float().view(len(hook.masks), len(xs), -1)
-                            probs = logits.softmax(-1)
-                            predictions[c:c + len(hook.masks), idx] = logits.argmax(-1).cpu()
-                            picked = probs.gather(2, ts.view(1, -1, 1).expand(len(hook.masks), -1, 1))
-                            true_prob[c:c + len(hook.masks), idx] = picked[..., 0].cpu()
-                    bar.update(len(x))
-        finally:
-            handle.remove()
+        with torch.inference_mode(), tqdm(total=n, desc=desc, unit="img", disable=not self.progress) as bar:
+            for batch, index in loader:
+                x = self._normalise(batch)
+                targets = self.images.targets[index].to(x.device)
+                for s in range(0, len(x), images_per_run):
+                    xs, ts, idx = x[s:s + images_per_run], targets[s:s + images_per_run], \
+                        index[s:s + images_per_run]
+                    for c in range(0, m, masks_per_run):
+                        chunk = masks[c:c + masks_per_run]
+                        with Trace(self.model, self.layer, retain_output=False,
+                                   edit_output=_masked(chunk, self.layer)):
+                            logits = self.model(xs).float().view(len(chunk), len(xs), -1)
+                        probs = logits.softmax(-1)
+                        predictions[c:c + len(chunk), idx] = logits.argmax(-1).cpu()
+                        picked = probs.gather(2, ts.view(1, -1, 1).expand(len(chunk), -1, 1))
+                        true_prob[c:c + len(chunk), idx] = picked[..., 0].cpu()
+                bar.update(len(x))
         return MaskedEvaluation(predictions, true_prob)
 
     def class_accuracy(self, predictions: torch.Tensor) -> torch.Tensor:
@@ -298,6 +264,15 @@ class AblationResult:
                 rows.append(row)
         return rows
 
+    def summary(self) -> str:
+        """One line: balanced accuracy, and for up to three classes the effect of removing
+        the most units of the curve (top vs random)."""
+        parts = [f"{name}: {curve[0]['baseline']:.2f} → {curve[-1]['removed_top']:.2f} without its "
+                 f"top {curve[-1]['removed']} units ({curve[-1]['removed_random']:.2f} without "
+                 f"{curve[-1]['removed']} random units)" for name, curve in list(self.curves.items())[:3]]
+        more = f"; {len(self.curves) - 3} more classes in the tables" if len(self.curves) > 3 else ""
+        return f"Balanced accuracy {self.balanced_accuracy:.3f}. " + "; ".join(parts) + more + "."
+
     def curve_rows(self) -> list[dict]:
         return [{"class": name, **row} for name, rows in self.curves.items() for row in rows]
 
@@ -314,20 +289,17 @@ def _concepts(dissection, layer: str, units: int) -> list[dict]:
         elif len(dissection.layers) == 1:
             dissection = next(iter(dissection.layers.values()))
         else:
-            raise ValueError(f"the dissection has no layer {layer!r} (it has {', '.join(dissection.layers)})")
+            raise SettingsError(f"the dissection has no layer {layer!r} (it has {', '.join(dissection.layers)})")
     if not isinstance(dissection, LayerResult):
-        raise TypeError("dissection: give a result folder, a Dissection or a LayerResult")
+        raise SettingsError("dissection: give a result folder, a Dissection or a LayerResult")
     if dissection.units != units:
-        raise ValueError(f"the dissection of {dissection.layer!r} has {dissection.units} units, "
+        raise SettingsError(f"the dissection of {dissection.layer!r} has {dissection.units} units, "
                          f"layer {layer!r} has {units}; dissect the same layer of the same model.")
-    label, cat, score = dissection.unit_labels()
-    names, cats = dissection.labels.names, dissection.labels.categories
-    return [{"label": names[int(l)] if l > 0 else "", "category": cats[int(c)] if c >= 0 else "",
-             "iou": float(s), "detector": bool(s >= dissection.iou_threshold)}
-            for l, c, s in zip(label.tolist(), cat.tolist(), score.tolist())]
+    return [{"label": u.label, "category": u.category, "iou": u.score, "detector": u.detector}
+            for u in dissection.labelled_units()]
 
 
-def ablate(model: nn.Module, data: str | os.PathLike | LabelledImages, layer: str, *,
+def ablate(model: nn.Module | Probe, data: str | os.PathLike | LabelledImages, layer: str, *,
            class_names: list[str] | None = None, classes: list[str] | None = None,
            counts: list[int] | tuple[int, ...] = DEFAULT_COUNTS, draws: int = 5, seed: int = 0,
            dissection=None, split: str | None = None, mean=None, std=None,
@@ -336,16 +308,18 @@ def ablate(model: nn.Module, data: str | os.PathLike | LabelledImages, layer: st
            progress: bool = True, out: str | os.PathLike | None = None) -> AblationResult:
     """Measure the causal role of the units of `layer` for each class (see the module docstring).
 
-    `classes` restricts the removal curves to some classes (default: all with images);
-    `counts` are the numbers of units removed; `draws` random unit sets per count, from `seed`;
-    `dissection` (result folder, Dissection or LayerResult of the layer) names the concepts of
-    the top units.  `mean`/`std` default to the model's own attributes, else ImageNet's.  With
-    `out`, writes ablate.json, ablate_curve.csv, ablate_units.csv, unit_drops.csv and
-    ablate.{png,svg}.
+    `model` is a Probe (its preprocessing is used) or an nn.Module (ImageNet normalisation
+    unless `mean`/`std` are given).  `classes` restricts the removal curves to some classes
+    (default: all with images); `counts` are the numbers of units removed; `draws` random unit
+    sets per count, from `seed`; `dissection` (result folder, Dissection or LayerResult of the
+    layer) names the concepts of the top units.  With `out`, writes ablate.json,
+    ablate_curve.csv, ablate_units.csv, unit_drops.csv, ablate.{png,svg} and experiment.json.
+    The model is left on its device and in its mode.
     """
-    from netdissect.dissect import IMAGENET_MEAN, IMAGENET_STD
+    from netdissect.api import as_probe
 
-    class_names = class_names or getattr(model, "class_names", None)
+    probe = as_probe(model, [layer], mean, std, input_size)
+    class_names = class_names or getattr(probe.model, "class_names", None)
     images = data if isinstance(data, LabelledImages) else load_labelled_images(data, class_names, split)
     names = images.class_names
     present = torch.bincount(images.targets, minlength=len(names))
@@ -353,16 +327,27 @@ def ablate(model: nn.Module, data: str | os.PathLike | LabelledImages, layer: st
         classes = [n for n, c in zip(names, present.tolist()) if c > 0]
     for name in classes:
         if name not in names or present[names.index(name)] == 0:
-            raise ValueError(f"class {name!r} has no images in the data (classes with images: "
-                             f"{', '.join(n for n, c in zip(names, present.tolist()) if c)})")
-    ablator = Ablator(model, layer, images, mean=mean or getattr(model, "mean", IMAGENET_MEAN),
-                      std=std or getattr(model, "std", IMAGENET_STD), input_size=input_size,
-                      batch_size=batch_size, workers=workers, device=device, memory_mb=memory_mb,
-                      progress=progress)
+            raise SettingsError(f"class {name!r} has no images in the data (classes with images: "
+                                f"{', '.join(n for n, c in zip(names, present.tolist()) if c)})")
+    with probe.session(device):
+        ablator = Ablator(probe, images, batch_size=batch_size, workers=workers,
+                          memory_mb=memory_mb, progress=progress)
+        result = _measure(ablator, classes, counts, draws, seed, dissection)
+    if out is not None:
+        write_ablation(result, out)
+    return result
+
+
+def _measure(ablator: Ablator, classes: list[str], counts, draws: int, seed: int,
+             dissection) -> AblationResult:
+    """Both evaluations (single units; unit sets) and the curves, rankings and concepts."""
+    images, layer = ablator.images, ablator.layer
+    names = images.class_names
+    present = torch.bincount(images.targets, minlength=len(names))
     units = ablator.units
     counts = sorted({min(int(n), units) for n in counts if int(n) > 0})
     if not counts:
-        raise ValueError("give at least one positive number of units to remove (--counts)")
+        raise SettingsError("give at least one positive number of units to remove (--counts)")
 
     # Pass 1: the baseline and every unit removed alone.
     single = torch.ones(units + 1, units)
@@ -426,19 +411,18 @@ def ablate(model: nn.Module, data: str | os.PathLike | LabelledImages, layer: st
         accuracy_drop=accuracy_drop, probability_drop=probability_drop, rankings=rankings,
         curves=curves, counts=counts, draws=draws, seed=seed, concepts=concepts,
         skipped_images=images.skipped, source=images.source, mean_cost_keep_top=mean_cost)
-    if out is not None:
-        write_ablation(result, out)
     return result
 
 
-def write_ablation(result: AblationResult, out: str | os.PathLike, figure_classes: int = 6) -> Path:
-    """Write ablate.json, ablate_curve.csv, ablate_units.csv, unit_drops.csv and the figure."""
+def write_ablation(result: AblationResult, out: str | os.PathLike, figure_classes: int = 6) -> ExperimentRecord:
+    """Write ablate.json, ablate_curve.csv, ablate_units.csv, unit_drops.csv, the figure and
+    experiment.json under `out`; returns the record."""
     out = Path(out)
     top_rows = result.unit_rows()
     by_class: dict[str, list[dict]] = {}
     for row in top_rows:
         by_class.setdefault(row["class"], []).append({k: v for k, v in row.items() if k != "class"})
-    write_json(out / "ablate.json", {
+    atomic_write_json(out / "ablate.json", {
         "layer": result.layer, "source": result.source, "skipped_images": result.skipped_images,
         "ranking": "accuracy drop when removed alone; ties broken by the drop of the mean "
                    "true-class probability, then unit number",
@@ -480,61 +464,8 @@ def write_ablation(result: AblationResult, out: str | os.PathLike, figure_classe
         ax.set_title(f"{result.layer}: {name}", fontsize=10)
     if shown:
         axes.flat[0].legend(fontsize=7)
-    save_figure(fig, out / "ablate")
-    refresh_overviews(out)
-    return out
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-def _class_names(text: str) -> list[str]:
-    path = Path(text)
-    if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
-def add_ablate_parser(subparsers) -> argparse.ArgumentParser:
-    """`netdissect ablate`: class accuracy after zeroing units of a layer (PNAS)."""
-    p = subparsers.add_parser(
-        "ablate", help="zero units of a layer and measure per-class accuracy (causal role)",
-        description="Rank the units of a layer by the drop of each class's accuracy when each "
-                    "is removed alone, then remove a class's top units, random units and all but "
-                    "the top units and measure the class's accuracy again (no retraining).")
-    p.add_argument("--data", required=True, help="a folder per class (ROOT/<class>/<image>) or a "
-                                                 "Broden-format folder with a scene column")
-    add_model_arguments(p)
-    p.add_argument("--layer", required=True, help="the layer whose units are removed")
-    p.add_argument("--class-names", type=_class_names,
-                   help="the classifier's class names in output order: comma-separated or a file "
-                        "with one per line (default: the model's class_names, else sorted folder names)")
-    p.add_argument("--classes", type=lambda t: [n.strip() for n in t.split(",") if n.strip()],
-                   help="comma-separated classes to report curves for (default: all)")
-    p.add_argument("--counts", type=number_list(int, "--counts", "integers"), default=list(DEFAULT_COUNTS),
-                   help="numbers of units to remove (default 1,2,4,8,16,20)")
-    p.add_argument("--draws", type=int, default=5, help="random unit sets per count (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random unit sets")
-    p.add_argument("--split", help="Broden-format data: only rows of this split (e.g. val)")
-    p.add_argument("--dissection", help="a result folder of this layer, to name the top units' concepts")
-    p.add_argument("--memory-mb", type=float, default=512.0,
-                   help="budget for the repeated layer outputs of batched ablation (default 512)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=run_ablate)
-    return p
-
-
-def run_ablate(args: argparse.Namespace) -> int:
-    """The handler of `netdissect ablate`; prints each class's curve and returns 0."""
-    info, mean, std, size = load_cli_model(args)
-    layer = resolve_layer(info, args.layer)
-    result = ablate(info.model, args.data, layer, class_names=args.class_names, classes=args.classes,
-                    counts=args.counts, draws=args.draws, seed=args.seed, dissection=args.dissection,
-                    split=args.split, mean=mean, std=std, input_size=size,
-                    batch_size=args.batch_size, workers=args.workers or 0, device=args.device,
-                    memory_mb=args.memory_mb, progress=not args.quiet, out=args.out)
-    print(f"balanced accuracy {result.balanced_accuracy:.3f}")
-    for name, curve in result.curves.items():
-        steps = ", ".join(f"-{r['removed']}: {r['removed_top']:.3f} (random {r['removed_random']:.3f})"
-                          for r in curve)
-        print(f"{name}: {curve[0]['baseline']:.3f}; {steps}")
-    print_outputs(args.out)
-    return 0
+    save_figure(fig, out / "ablate", dpi=120)
+    record = ExperimentRecord("ablate", result.layer, result.summary(), "ablate",
+                              ["ablate.json", "ablate_curve.csv", "ablate_units.csv", "unit_drops.csv"])
+    write_record(out, record)
+    return record

@@ -1,4 +1,4 @@
-"""Training conditions and fine-tuning (METHOD.md section 10): compare dissections of one layer.
+"""Training conditions and fine-tuning (docs/method.md section 10): compare dissections of one layer.
 
 The runs are saved result folders (`netdissect dissect --out`), so no pass over the data is
 repeated: checkpoints along training, a model before and after fine-tuning, or two training
@@ -14,15 +14,17 @@ lost (only in A), none (in neither).
 """
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from netdissect.experiments.common import (number_list, print_outputs, unique_detectors_figure,
-                                           write_csv, write_json)
-from netdissect.report.experiments import refresh_overviews
+from netdissect.errors import SettingsError
+from netdissect.experiments.record import ExperimentRecord, write_record
+from netdissect.experiments.summary import unique_detectors_figure
+from netdissect.files import atomic_write_json, write_csv
 from netdissect.results import Dissection, LayerResult
+
+__all__ = ["compare", "Comparison", "Run", "unit_status", "write_comparison", "STATUSES"]
 
 STATUSES = ("kept", "changed", "gained", "lost", "none")
 NONE = "none"
@@ -83,6 +85,13 @@ class Comparison:
             out.append({"from": a.name, "to": b.name, **{s: statuses.count(s) for s in STATUSES}})
         return out
 
+    def summary(self) -> str:
+        """One line: unique detectors per run and the unit changes between runs."""
+        runs = ", ".join(f"{c['run']}: {c['unique_detectors_total']}" for c in self.counts())
+        pairs = "; ".join(f"{s['from']} → {s['to']}: {s['kept']} kept, {s['changed']} changed, "
+                          f"{s['gained']} gained, {s['lost']} lost" for s in self.status_counts())
+        return f"Unique detectors ({runs}). Unit concepts {pairs}."
+
     def change_matrix(self, first: int = 0, last: int = -1) -> tuple[list[str], list[list[int]]]:
         """Units by category in run `first` (rows) and run `last` (columns), "none" last."""
         a, b = self.runs[first], self.runs[last]
@@ -98,13 +107,10 @@ class Comparison:
 
 def _run(name: str, step: float, result: LayerResult, iou_threshold: float | None) -> Run:
     threshold = result.iou_threshold if iou_threshold is None else iou_threshold
-    label, cat, score = result.unit_labels()
-    names, cats = result.labels.names, result.labels.categories
-    detector = (score >= threshold).tolist()
-    return Run(name, step, result,
-               [names[int(l)] if d else "" for l, d in zip(label.tolist(), detector)],
-               [cats[int(c)] if d else "" for c, d in zip(cat.tolist(), detector)],
-               [float(s) for s in score.tolist()], threshold)
+    units = result.labelled_units(iou_threshold=threshold)
+    return Run(name, step, result, [u.label if u.detector else "" for u in units],
+               [u.category if u.detector else "" for u in units], [u.score for u in units],
+               threshold)
 
 
 def compare(folders: list[str | os.PathLike], layer: str | None = None, *,
@@ -118,24 +124,24 @@ def compare(folders: list[str | os.PathLike], layer: str | None = None, *,
     counts.csv, units.csv, changes.csv and unique_detectors.{png,svg}.
     """
     if len(folders) < 2:
-        raise ValueError("compare needs at least two result folders")
+        raise SettingsError("compare needs at least two result folders")
     if steps is not None and len(steps) != len(folders):
-        raise ValueError(f"--steps gives {len(steps)} steps for {len(folders)} result folders")
+        raise SettingsError(f"--steps gives {len(steps)} steps for {len(folders)} result folders")
     if names is not None and len(names) != len(folders):
-        raise ValueError(f"--names gives {len(names)} names for {len(folders)} result folders")
+        raise SettingsError(f"--names gives {len(names)} names for {len(folders)} result folders")
     dissections = [Dissection.load(f) for f in folders]
     if layer is None:
         common = [n for n in dissections[0].layers if all(n in d.layers for d in dissections)]
         if len(common) != 1:
-            raise ValueError("name the layer to compare (--layer); the result folders share "
+            raise SettingsError("name the layer to compare (--layer); the result folders share "
                              f"the layers: {', '.join(common) or 'none'}")
         layer = common[0]
     for folder, d in zip(folders, dissections):
         if layer not in d.layers:
-            raise ValueError(f"{folder}: no layer {layer!r} (it has {', '.join(d.layers)})")
+            raise SettingsError(f"{folder}: no layer {layer!r} (it has {', '.join(d.layers)})")
     units = {d[layer].units for d in dissections}
     if len(units) != 1:
-        raise ValueError(f"layer {layer!r} has different unit counts across the folders "
+        raise SettingsError(f"layer {layer!r} has different unit counts across the folders "
                          f"({sorted(units)}); only dissections of the same layer compare unit by unit")
     if names is None:
         names = _unique_names([Path(f).name for f in folders])
@@ -156,13 +162,14 @@ def _unique_names(names: list[str]) -> list[str]:
     return result
 
 
-def write_comparison(comparison: Comparison, out: str | os.PathLike) -> Path:
-    """Write compare.json, counts.csv, units.csv, changes.csv and the figure under `out`."""
+def write_comparison(comparison: Comparison, out: str | os.PathLike) -> ExperimentRecord:
+    """Write compare.json, counts.csv, units.csv, changes.csv, the figure and experiment.json
+    under `out`; returns the record."""
     out = Path(out)
     counts = comparison.counts()
     names, matrix = comparison.change_matrix()
     first, last = comparison.runs[0].name, comparison.runs[-1].name
-    write_json(out / "compare.json", {
+    atomic_write_json(out / "compare.json", {
         "layer": comparison.layer, "runs": counts, "unit_status": comparison.status_counts(),
         "category_changes": {"from": first, "to": last, "categories": names, "matrix": matrix}})
     write_csv(out / "counts.csv", [
@@ -176,37 +183,7 @@ def write_comparison(comparison: Comparison, out: str | os.PathLike) -> Path:
                             xlabel="run (training step)",
                             title=f"{comparison.layer}: unique detectors per category",
                             xticklabels=[f"{c['run']}\n({c['step']:g})" for c in counts])
-    refresh_overviews(out)
-    return out
-
-
-def add_compare_parser(subparsers) -> argparse.ArgumentParser:
-    """`netdissect compare`: compare saved dissections of one layer."""
-    p = subparsers.add_parser(
-        "compare", help="compare saved dissections of a layer (checkpoints, fine-tuning)",
-        description="Compare two or more saved dissections of the same layer: detectors per "
-                    "run, each unit's label in each run (kept/changed/gained/lost), the matrix "
-                    "of concept-category changes, unique detectors against training step.")
-    p.add_argument("results", nargs="+", help="result folders (from `netdissect dissect --out`), in order")
-    p.add_argument("--layer", help="the layer to compare (default: the only layer they share)")
-    p.add_argument("--steps", type=number_list(float, "--steps"), help="comma-separated training step of each folder "
-                                                "(default: 0, 1, 2, ...)")
-    p.add_argument("--names", type=lambda t: [n.strip() for n in t.split(",")],
-                   help="comma-separated run names (default: the folder names)")
-    p.add_argument("--iou-threshold", type=float, help="detector IoU threshold (default: each run's own)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=run_compare)
-    return p
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    """The handler of `netdissect compare`; prints detectors per run and returns 0."""
-    comparison = compare(args.results, args.layer, steps=args.steps, names=args.names,
-                         iou_threshold=args.iou_threshold, out=args.out)
-    print("run  step  detectors  unique")
-    for c in comparison.counts():
-        print(f"{c['run']}  {c['step']:g}  {c['detectors']}  {c['unique_detectors_total']}")
-    for s in comparison.status_counts():
-        print(f"{s['from']} -> {s['to']}: " + ", ".join(f"{k} {s[k]}" for k in STATUSES))
-    print_outputs(args.out)
-    return 0
+    record = ExperimentRecord("compare", comparison.layer, comparison.summary(), "unique_detectors",
+                              ["compare.json", "counts.csv", "units.csv", "changes.csv"])
+    write_record(out, record)
+    return record

@@ -1,4 +1,4 @@
-"""Axis alignment (METHOD.md section 10): dissect a layer in a randomly rotated channel basis.
+"""Axis alignment (docs/method.md section 10): dissect a layer in a randomly rotated basis.
 
 Network Dissection counts a unit as interpretable when its own axis aligns with a concept.  To
 test whether that alignment is special, the paper rotates the layer's channel vector at every
@@ -7,28 +7,27 @@ partial powers R^a, a in [0, 1], which interpolate from the identity (a = 0) to 
 full rotation keeps the representation's information (R is invertible) but removes most
 unique detectors: interpretable units are special directions.
 
-All powers are dissected in the same passes over the data.  Without touching the engine, the
-model is wrapped in `RotatedLayers`: a forward hook on the target layer feeds R^a . x (an
-einsum over channels) through one identity child module `rotated_<i>` per power, and
-`netdissect.dissect` captures those children as if they were layers.  a = 0 passes the
-layer's own output through unchanged, so it reproduces the plain dissection bit for bit.
+All powers are dissected in the same passes over the data: `RotatedProbe` reads the layer once
+per batch and returns one feature map per power, named `rotated_<i>`, R^a_i . x (an einsum
+over channels).  a = 0 returns the layer's own output, so it reproduces the plain dissection
+bit for bit.
 """
 from __future__ import annotations
 
-import argparse
 import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from netdissect.experiments.common import (add_model_arguments, load_cli_model, number_list,
-                                           print_outputs, resolve_layer, unique_detectors_figure,
-                                           write_csv, write_json)
-from netdissect.models.capture import LayerError, find_module, first_tensor
-from netdissect.report.experiments import refresh_overviews
-from netdissect.files import atomic_torch_save
+from netdissect.errors import LayerError, SettingsError
+from netdissect.experiments.record import ExperimentRecord, write_record
+from netdissect.experiments.summary import unique_detectors_figure
+from netdissect.files import atomic_torch_save, atomic_write_json, write_csv
+from netdissect.models.probe import Probe
+
+__all__ = ["rotate", "random_rotation", "rotation_power", "RotatedProbe", "RotationResult",
+           "write_rotation", "DEFAULT_POWERS"]
 
 DEFAULT_POWERS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -57,7 +56,7 @@ def rotation_power(rotation: torch.Tensor, a: float) -> torch.Tensor:
     powers, so the result is real up to rounding (~1e-15); its real part is returned.
     """
     if not 0.0 <= a <= 1.0:
-        raise ValueError(f"rotation power must be in [0, 1], got {a}")
+        raise SettingsError(f"rotation power must be in [0, 1], got {a}")
     n = rotation.shape[0]
     if a == 0.0:
         return torch.eye(n, dtype=torch.float64)
@@ -70,66 +69,66 @@ def rotation_power(rotation: torch.Tensor, a: float) -> torch.Tensor:
     return result.real.contiguous()
 
 
-class RotatedLayers(nn.Module):
-    """`model` plus one identity child `rotated_<i>` per power a_i, fed R^a_i . (layer output).
+@dataclass
+class RotatedProbe(Probe):
+    """A probe reading `target` once per batch and returning R^a . (its output) for each power,
+    as the layers `rotated_0`, `rotated_1`, ... (in the order of `powers`).
 
-    Dissecting the layers `rotated_0`, `rotated_1`, ... of this wrapper dissects `layer` of
-    `model` in each rotated basis, all in one forward pass.  R is `random_rotation(C, seed)`,
-    built at the first forward pass, when the layer's channel count C is known; a = 0 passes
-    the layer's output through untouched.  The model's own output is returned unchanged (the
-    rotated features do not feed back into the network).
+    R is `random_rotation(C, seed)`, built at the first batch, when the channel count C is
+    known (`rotation`); copies made by `select` share it.
     """
 
-    def __init__(self, model: nn.Module, layer: str, powers: list[float], seed: int = 0):
-        super().__init__()
-        for a in powers:
+    target: str = ""
+    powers: list[float] = field(default_factory=list)
+    seed: int = 0
+    built: dict = field(default_factory=dict)  # "rotation": R float64, "matrices": R^a float32
+
+    def __post_init__(self) -> None:
+        for a in self.powers:
             if not 0.0 <= a <= 1.0:
-                raise ValueError(f"rotation powers must lie in [0, 1], got {a}")
-        self.model = model
-        self.layer = layer
-        self.target = find_module(model, layer)
-        self.powers = [float(a) for a in powers]
-        self.seed = seed
-        self.rotation: torch.Tensor | None = None  # R, float64, once the channels are known
-        self.matrices: torch.Tensor | None = None  # R^a for the powers a != 0, float32
-        for i in range(len(self.powers)):
-            self.add_module(f"rotated_{i}", nn.Identity())
+                raise SettingsError(f"rotation powers must lie in [0, 1], got {a}")
+        self.target = Probe.resolve(self, [self.target])[0]
+        if self.layers is None:
+            self.layers = self.view_names
+        super().__post_init__()
 
     @property
-    def layer_names(self) -> list[str]:
-        """The names to pass to `dissect`, one per power, in order."""
+    def view_names(self) -> list[str]:
         return [f"rotated_{i}" for i in range(len(self.powers))]
 
-    def _build(self, channels: int, device: torch.device) -> None:
-        self.rotation = random_rotation(channels, self.seed)
-        rotated = [rotation_power(self.rotation, a) for a in self.powers if a != 0.0]
-        self.matrices = (torch.stack(rotated).float().to(device) if rotated
-                         else torch.zeros(0, channels, channels, device=device))
+    @property
+    def rotation(self) -> torch.Tensor | None:
+        return self.built.get("rotation")
 
-    def _hook(self, module: nn.Module, inputs, output) -> None:
-        feats = first_tensor(output)
-        if feats is None or feats.dim() != 4:
-            raise LayerError(f"layer {self.layer!r} does not output N x C x H x W feature maps; "
+    def resolve(self, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in self.view_names]
+        if unknown:
+            raise LayerError(f"a rotated probe reads {', '.join(self.view_names)}, not {', '.join(unknown)}")
+        return list(dict.fromkeys(names))
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.features(images, [self.target])[self.target]
+        if feats.dim() != 4:
+            raise LayerError(f"layer {self.target!r} does not output N x C x H x W feature maps; "
                              "rotation needs a convolutional layer.")
-        if self.matrices is None or self.matrices.shape[-1] != feats.shape[1]:
-            self._build(feats.shape[1], feats.device)
-        matrices = self.matrices.to(feats.device, feats.dtype)
+        matrices = self._matrices(feats.shape[1], feats.device).to(feats.dtype)
         rotated = torch.einsum("poc,nchw->pnohw", matrices, feats) if len(matrices) else None
-        j = 0
-        for i, a in enumerate(self.powers):
-            child = getattr(self, f"rotated_{i}")
+        out, j = {}, 0
+        for name, a in zip(self.view_names, self.powers):
             if a == 0.0:
-                child(feats)
+                out[name] = feats
             else:
-                child(rotated[j])
+                out[name] = rotated[j]
                 j += 1
+        return {name: out[name] for name in self.layers}
 
-    def forward(self, x: torch.Tensor):
-        handle = self.target.register_forward_hook(self._hook)
-        try:
-            return self.model(x)
-        finally:
-            handle.remove()
+    def _matrices(self, channels: int, device: torch.device) -> torch.Tensor:
+        if self.rotation is None or self.rotation.shape[0] != channels:
+            self.built["rotation"] = random_rotation(channels, self.seed)
+            rotated = [rotation_power(self.rotation, a) for a in self.powers if a != 0.0]
+            self.built["matrices"] = (torch.stack(rotated).float() if rotated
+                                      else torch.zeros(0, channels, channels))
+        return self.built["matrices"].to(device)
 
 
 @dataclass
@@ -145,45 +144,52 @@ class RotationResult:
 
     def rows(self) -> list[dict]:
         """One CSV row per power: detectors, unique detectors per category and in total."""
-        rows = []
-        for a, c in zip(self.powers, self.counts):
-            rows.append({"a": a, "units": c["units"], "detectors": c["detectors"],
-                         "unique_detectors_total": c["unique_detectors_total"],
-                         **{f"unique_{cat}": n for cat, n in c["unique_detectors"].items()}})
-        return rows
+        return [{"a": a, "units": c["units"], "detectors": c["detectors"],
+                 "unique_detectors_total": c["unique_detectors_total"],
+                 **{f"unique_{cat}": n for cat, n in c["unique_detectors"].items()}}
+                for a, c in zip(self.powers, self.counts)]
+
+    def summary(self) -> str:
+        order = sorted(zip(self.powers, self.counts), key=lambda p: p[0])
+        text = ", ".join(f"a={a:g}: {c['unique_detectors_total']}" for a, c in order)
+        return f"Unique detectors by rotation power ({text}); seed {self.seed}."
 
 
-def rotate(model: nn.Module, dataset: str | os.PathLike, layer: str, *,
+def rotate(model: nn.Module | Probe, dataset: str | os.PathLike, layer: str, *,
            powers: list[float] | tuple[float, ...] = DEFAULT_POWERS, seed: int = 0,
-           out: str | os.PathLike | None = None, iou_threshold: float = 0.04,
+           out: str | os.PathLike | None = None, mean=None, std=None, input_size=None,
            **dissect_options) -> RotationResult:
-    """Dissect `layer` of `model` in the bases R^a for every a in `powers` (one set of passes).
-
-    R is `random_rotation(channels, seed)`.  Other keyword options (quantile, mean, std,
-    batch_size, workers, device, progress, ...) go to `netdissect.dissect`.  With `out`, writes
-    OUT/rotate.json, OUT/rotate.csv, OUT/rotate.{png,svg}, OUT/rotation.pt (R) and the
-    dissection under OUT/dissection (layer rotated_<i> is power i).
+    """Dissect `layer` of a model (or Probe) in the bases R^a for every a in `powers`, in one
+    set of passes.  R is `random_rotation(channels, seed)`.  Other keyword options (quantile,
+    iou_threshold, batch_size, workers, device, progress, ...) go to `netdissect.dissect`.
+    With `out`, writes OUT/rotate.json, rotate.csv, rotate.{png,svg}, rotation.pt (R),
+    experiment.json and the dissection under OUT/dissection (layer rotated_<i> is power i).
     """
-    from netdissect.dissect import dissect
+    from netdissect.api import as_probe, dissect
 
     powers = [float(a) for a in powers]
     if not powers:
-        raise ValueError("give at least one rotation power a in [0, 1]")
-    wrapper = RotatedLayers(model, layer, powers, seed)
-    dissection = dissect(wrapper, dataset, wrapper.layer_names, iou_threshold=iou_threshold,
-                         **dissect_options)
-    counts = [dissection[name].counts() for name in wrapper.layer_names]
-    result = RotationResult(layer, powers, counts, seed, wrapper.rotation, dissection)
+        raise SettingsError("give at least one rotation power a in [0, 1] (--powers)")
+    base = as_probe(model, [layer], mean, std, input_size)
+    probe = RotatedProbe(base.model, None, base.preprocess, name=base.name, aliases=base.aliases,
+                         weights=base.weights, weights_fingerprint=base.weights_fingerprint,
+                         target=layer, powers=powers, seed=seed)
+    dissection = dissect(probe, dataset, report=False, **dissect_options)
+    counts = [dissection[name].counts() for name in probe.view_names]
+    result = RotationResult(probe.target, powers, counts, seed, probe.rotation, dissection)
     if out is not None:
         write_rotation(result, out)
     return result
 
 
-def write_rotation(result: RotationResult, out: str | os.PathLike) -> Path:
-    """Write rotate.json, rotate.csv, rotate.png/.svg, rotation.pt and the dissection under `out`."""
+def write_rotation(result: RotationResult, out: str | os.PathLike) -> ExperimentRecord:
+    """Write rotate.json, rotate.csv, rotate.png/.svg, rotation.pt, experiment.json and the
+    dissection under `out`; returns the record."""
+    from pathlib import Path
+
     out = Path(out)
     result.dissection.save(out / "dissection")
-    write_json(out / "rotate.json", {
+    atomic_write_json(out / "rotate.json", {
         "layer": result.layer, "seed": result.seed,
         "powers": [{"a": a, "dissection_layer": f"rotated_{i}", **c}
                    for i, (a, c) in enumerate(zip(result.powers, result.counts))]})
@@ -193,39 +199,7 @@ def write_rotation(result: RotationResult, out: str | os.PathLike) -> Path:
     unique_detectors_figure([result.powers[i] for i in order], [result.counts[i] for i in order],
                             out / "rotate", xlabel="rotation power a (0: unit basis, 1: random rotation)",
                             title=f"{result.layer}: unique detectors under rotation R^a (seed {result.seed})")
-    refresh_overviews(out)
-    return out
-
-
-def add_rotate_parser(subparsers) -> argparse.ArgumentParser:
-    """`netdissect rotate`: dissect a layer in randomly rotated bases R^a."""
-    p = subparsers.add_parser(
-        "rotate", help="dissect a layer after rotating its channel basis (axis-alignment test)",
-        description="Dissect one layer in the bases R^a of a Haar-random rotation R for several "
-                    "powers a (0 = the units themselves, 1 = fully rotated), in one set of passes.")
-    p.add_argument("--dataset", required=True, help="Broden-format folder (holds index.csv)")
-    add_model_arguments(p)
-    p.add_argument("--layer", required=True, help="the layer to rotate (module name or alias)")
-    p.add_argument("--powers", type=number_list(float, "--powers", "numbers in [0, 1]"), default=list(DEFAULT_POWERS),
-                   help="comma-separated rotation powers a in [0, 1] (default 0,0.2,...,1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random rotation (default 0)")
-    p.add_argument("--quantile", type=float, default=0.005, help="top quantile q of T_k")
-    p.add_argument("--iou-threshold", type=float, default=0.04, help="detector IoU threshold")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=run_rotate)
-    return p
-
-
-def run_rotate(args: argparse.Namespace) -> int:
-    """The handler of `netdissect rotate`; prints detectors per power and returns 0."""
-    info, mean, std, size = load_cli_model(args)
-    layer = resolve_layer(info, args.layer)
-    result = rotate(info.model, args.dataset, layer, powers=args.powers, seed=args.seed,
-                    out=args.out, iou_threshold=args.iou_threshold, quantile=args.quantile,
-                    mean=mean, std=std, input_size=size, batch_size=args.batch_size,
-                    workers=args.workers, device=args.device, progress=not args.quiet)
-    print("a      detectors  unique")
-    for row in result.rows():
-        print(f"{row['a']:<6g} {row['detectors']:<10d} {row['unique_detectors_total']}")
-    print_outputs(args.out)
-    return 0
+    record = ExperimentRecord("rotate", result.layer, result.summary(), "rotate",
+                              ["rotate.json", "rotate.csv"])
+    write_record(out, record)
+    return record

@@ -142,11 +142,16 @@ class Probe:
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """uint8 (B, 3, H, W) images -> {layer: float32 (B, C, h, w)}, without gradients."""
+        return self.features(images, self.layers)
+
+    def features(self, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """The feature maps of module names `layers` for uint8 images (what `__call__` returns
+        for the probe's own layers)."""
         x = self.preprocess(images.to(self.device(), non_blocking=True), self.channels_last)
-        with torch.inference_mode(), TraceDict(self.model, self.layers, clone=True, stop=True) as traces:
+        with torch.inference_mode(), TraceDict(self.model, layers, clone=True, stop=True) as traces:
             # clone: the model may change an output in place later (ResNet's `out += x`)
             try_forward(self.model, x)
-        return {name: self._feature_map(name, traces[name], x.shape[-2:]).float() for name in self.layers}
+        return {name: self._feature_map(name, traces[name], x.shape[-2:]).float() for name in layers}
 
     def _feature_map(self, name: str, trace, input_hw) -> torch.Tensor:
         if not trace.ran:

@@ -1,0 +1,64 @@
+"""`netdissect demo` and `netdissect train-demo`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from netdissect.cli.options import add_run_options, add_settings_options
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("demo", help="dissect the demo CNN and EfficientNet-Lite0 on the toy world",
+                       description="The main job on the embedded default: creates the toy world "
+                                   "if absent, dissects the scene-trained demo CNN and "
+                                   "EfficientNet-Lite0, writes results and a report, and prints "
+                                   "a summary.")
+    p.add_argument("--out", default="results/demo", help="result folder (default results/demo)")
+    p.add_argument("--dataset", "--data", dest="dataset", default="data/toyworld",
+                   help="toy world folder (created if absent; default data/toyworld)")
+    p.add_argument("--images", type=int, default=2000, help="toy world size (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="toy world seed (default 0)")
+    add_settings_options(p, only=["batch_size", "workers"])
+    add_run_options(p)
+    p.set_defaults(func=run_demo_command)
+
+    p = sub.add_parser("train-demo", help="train the demo CNN on the toy world's scene labels",
+                       description="Train the demo CNN on the scene labels of a toy world (a "
+                                   "Broden-format folder), generated if missing.")
+    p.add_argument("--dataset", "--data", dest="dataset", default="data/toyworld",
+                   help="toy world folder (generated if missing)")
+    p.add_argument("--images", type=int, default=2000, help="toy world size")
+    p.add_argument("--world-seed", type=int, default=0, help="toy world seed")
+    p.add_argument("--out", default="demo_cnn.pt", help="weights file to write (metadata next to it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=18)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_train_demo)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from netdissect.cli.dissect import print_summary
+    from netdissect.demo import run_demo
+
+    results = run_demo(out=args.out, data=args.dataset, images=args.images, seed=args.seed,
+                       batch_size=args.batch_size or 32, workers=args.workers,
+                       device=args.device, progress=not args.quiet)
+    print_summary(list(results.values()), Path(args.out))
+    return 0
+
+
+def run_train_demo(args: argparse.Namespace) -> int:
+    from netdissect.data.toyworld import ensure_toyworld
+    from netdissect.train_demo import train_demo
+
+    world = ensure_toyworld(args.dataset, images=args.images, seed=args.world_seed,
+                            progress=not args.quiet)
+    meta = train_demo(world, args.out, seed=args.seed, epochs=args.epochs,
+                      threads=args.threads, progress=not args.quiet)
+    print(json.dumps({k: meta[k] for k in ("train_accuracy", "val_accuracy")}
+                     | {"seconds": meta["training"]["seconds"], "weights": str(args.out)}))
+    return 0

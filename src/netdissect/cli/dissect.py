@@ -1,0 +1,112 @@
+"""`netdissect dissect`, `relabel` and `layers`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from netdissect.cli.options import (add_model_options, add_run_options, add_settings_options,
+                                    probe_from_args, settings_from_args)
+from netdissect.errors import SettingsError
+
+__all__ = ["add_parsers", "print_summary"]
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("dissect", help="dissect layers of a model on a Broden-format dataset",
+                       description="Compute thresholds, IoUs, labels and detector counts for "
+                                   "every unit of the chosen layers (Network Dissection, "
+                                   "docs/method.md sections 4-7), and write the HTML report.")
+    p.add_argument("--dataset", "--data", dest="dataset", required=True,
+                   help="Broden-format folder (holds index.csv)")
+    add_model_options(p)
+    add_settings_options(p)
+    p.add_argument("--out", required=True, help="result folder (OUT/<layer>/...)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the saved state of an interrupted run and layers finished earlier")
+    p.add_argument("--no-report", action="store_true", help="write the result files but no HTML report")
+    add_run_options(p)
+    p.set_defaults(func=run_dissect)
+
+    p = sub.add_parser("relabel", help="recompute labels and counts from saved tallies",
+                       description="Apply another IoU threshold or IoU definition to a result "
+                                   "folder without touching the model or the data.")
+    p.add_argument("out", help="result folder written by `netdissect dissect --out`")
+    add_settings_options(p, only=["iou_threshold", "definition"])
+    p.set_defaults(func=run_relabel)
+
+    p = sub.add_parser("layers", help="list a model's layers, output shapes and dissectability",
+                       description="Run one dummy input of the model's size and list every "
+                                   "module with its output shape, marking which layers can be "
+                                   "dissected as they are, after token reshaping, or not.")
+    p.add_argument("model", help="model spec, as for `netdissect dissect --model`")
+    p.add_argument("--weights")
+    p.add_argument("--input-size", type=int, help="input side (default: the model's, else 224)")
+    p.add_argument("--all", action="store_true", help="also list layers that cannot be dissected")
+    p.set_defaults(func=run_layers)
+
+
+def run_dissect(args: argparse.Namespace) -> int:
+    from netdissect.api import is_main_process, dissect
+
+    probe = probe_from_args(args)
+    if not probe.layers:
+        raise SettingsError(f"--layers: model {args.model!r} has no default layers; name some "
+                            "(`netdissect layers MODEL` lists them).")
+    result = dissect(probe, args.dataset, settings=settings_from_args(args), out=args.out,
+                     report=not args.no_report, progress=not args.quiet, device=args.device,
+                     restart=args.restart)
+    if is_main_process():
+        print_summary([result], Path(args.out))
+    return 0
+
+
+def print_summary(results: list, out: Path) -> None:
+    """Per model and layer: units, detectors, unique detectors per category; then where."""
+    rows = []
+    for dissection in results:
+        for layer, r in dissection.layers.items():
+            model_name = str(r.meta.get("model", {}).get("name", ""))
+            c = r.counts()
+            per_cat = " ".join(f"{k}:{v}" for k, v in c["unique_detectors"].items())
+            rows.append((model_name, layer, str(c["units"]), str(c["detectors"]),
+                         str(c["unique_detectors_total"]), per_cat))
+    header = ("model", "layer", "units", "detectors", "unique", "unique per category")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(f"results: {out.resolve()}")
+    if (out / "index.html").is_file():
+        print(f"report:  {(out / 'index.html').resolve()}")
+
+
+def run_relabel(args: argparse.Namespace) -> int:
+    from netdissect.report import write_report
+    from netdissect.results import Dissection
+
+    dissection = Dissection.load(args.out).relabel(args.iou_threshold, args.definition)
+    dissection.save(args.out)
+    if (Path(args.out) / "index.html").is_file():
+        write_report(dissection, args.out, progress=False)
+    print_summary([dissection], Path(args.out))
+    return 0
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    import torch
+
+    from netdissect.models.trace import list_layers
+    from netdissect.models.zoo import build_model
+
+    probe = build_model(args.model, weights=args.weights)
+    size = args.input_size or probe.input_size or 224
+    records = list_layers(probe.model, torch.zeros(1, 3, size, size))
+    marks = {"yes": "yes", "tokens": "tokens->grid", "no": "no"}
+    print(f"{probe.name}: {size}x{size} input; default layers: {', '.join(probe.default_layers) or '-'}")
+    for r in records:
+        if r["dissectable"] == "no" and not args.all:
+            continue
+        alias = probe.friendly_name(r["name"])
+        shape = "x".join(str(d) for d in r["shape"]) if r["shape"] else "-"
+        print(f"  {r['name']:<40} {r['type']:<22} {shape:<18} {marks[r['dissectable']]:<13}"
+              f"{alias if alias != r['name'] else ''}")
+    return 0

@@ -1,0 +1,119 @@
+"""Option groups shared by several commands, and parsers of comma-separated values.
+
+The model options are written once (`add_model_options`, turned into a Probe by
+`probe_from_args`); the settings options are derived from the fields of
+`netdissect.engine.settings.Settings` (`add_settings_options`); every command that runs a
+model takes `--device` and `--quiet` (`add_run_options`).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from netdissect.engine.settings import Settings, setting_fields
+from netdissect.models.preprocess import PRESETS
+
+__all__ = ["floats", "names", "number_list", "names_or_file", "add_model_options",
+           "add_settings_options", "add_run_options", "probe_from_args", "settings_from_args"]
+
+
+def floats(option: str, count: int = 3):
+    """An argparse type: `count` comma-separated numbers (one number is repeated)."""
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) == 1:
+            values = values * count
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(f"{option} takes {count} comma-separated numbers, got {text!r}")
+        return values
+    return parse
+
+
+def names(text: str) -> list[str]:
+    """An argparse type: comma-separated names, blanks dropped."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def names_or_file(text: str) -> list[str]:
+    """An argparse type: comma-separated names, or a file with one name per line."""
+    path = Path(text)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return names(text)
+
+
+def number_list(kind: type, option: str, what: str = "numbers"):
+    """An argparse type: comma-separated numbers of `kind` (int or float)."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} takes comma-separated {what}, got {text!r}") from None
+    return parse
+
+
+def add_model_options(p: argparse.ArgumentParser, layers: str | None = "--layers") -> None:
+    """--model, --weights, --preset, --mean, --std, --input-size, and the layer option:
+    `--layers` (several), `--layer` (one, required) or none."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", required=True,
+                   help="a zoo name (resnet18, alexnet, vgg16, efficientnet_lite0, demo_cnn, ...), "
+                        "timm:NAME, or an import path package.module:callable")
+    g.add_argument("--weights", help="state dict file (.pt/.pth/.safetensors) for the model, "
+                                     "or 'random' for seeded random weights")
+    g.add_argument("--preset", choices=sorted(PRESETS),
+                   help="input normalisation preset (mean/std); default: the model's own")
+    g.add_argument("--mean", type=floats("--mean"), help="R,G,B means on 0-1 pixels")
+    g.add_argument("--std", type=floats("--std"), help="R,G,B stds on 0-1 pixels")
+    g.add_argument("--input-size", type=int,
+                   help="model input size; dataset images of another size are resized to it")
+    if layers == "--layers":
+        g.add_argument("--layers", type=names, help="comma-separated layer names or aliases "
+                                                    "(default: the model's default layers)")
+    elif layers == "--layer":
+        g.add_argument("--layer", required=True, help="the layer (module name or alias)")
+
+
+def probe_from_args(args: argparse.Namespace):
+    """The Probe of the model options: built, layers selected, preprocessing overridden."""
+    from netdissect.models.zoo import build_model
+
+    layers = getattr(args, "layers", None) or ([args.layer] if getattr(args, "layer", None) else None)
+    probe = build_model(args.model, weights=args.weights, preset=args.preset, layers=layers)
+    if args.mean or args.std or args.input_size:
+        probe.preprocess = probe.preprocess.replace(mean=args.mean, std=args.std,
+                                                    size=args.input_size)
+    return probe
+
+
+_TYPES = {"float": float, "int": int, "str": str}
+
+
+def add_settings_options(p: argparse.ArgumentParser, only: list[str] | None = None) -> None:
+    """An option per field of Settings (or the fields named in `only`), its help and choices
+    from the field's metadata.  Defaults stay None here, so Settings keeps its own."""
+    g = p.add_argument_group("dissection settings")
+    for f in setting_fields("numbers", "labels", "state", "runtime"):
+        if only is not None and f.name not in only:
+            continue
+        option = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        if f.type == "bool":
+            g.add_argument(option, action="store_true", default=None, help=meta["help"])
+            continue
+        kind = names if meta.get("kind") == "names" else _TYPES[f.type.split(" ")[0].split("[")[0]]
+        g.add_argument(option, type=kind, choices=meta.get("choices"), default=None,
+                       help=meta["help"], metavar=None if meta.get("choices") else f.name.upper())
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings.from_options(vars(args))
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--device and --quiet, for every command that runs a model."""
+    p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")

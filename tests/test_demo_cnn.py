@@ -5,8 +5,12 @@ import pytest
 import torch
 
 from netdissect.data.toyworld import SCENES, generate_toyworld
+from netdissect.files import sha256_file
 from netdissect.models.demo_cnn import (MEAN, STD, WEIGHTS, DemoCNN, demo_cnn_metadata,
                                         load_demo_cnn)
+from netdissect.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from netdissect.models.trace import TraceDict
+from netdissect.models.zoo import build_model
 from netdissect.train_demo import accuracy, load_scene_images, train_demo
 
 
@@ -26,19 +30,27 @@ def test_shipped_weights_load_with_weights_only():
     assert meta["mean"] == list(MEAN) and meta["std"] == list(STD)
     assert meta["dataset"]["toyworld_images"] == 2000 and meta["dataset"]["toyworld_seed"] == 0
     DemoCNN(len(meta["class_names"])).load_state_dict(state)
+    assert (MEAN, STD) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_zoo_demo_cnn_probe():
+    probe = build_model("demo_cnn")
+    assert probe.name == "demo_cnn" and probe.preset == "imagenet" and probe.input_size == 224
+    assert probe.layers == probe.default_layers == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert probe.weights == str(WEIGHTS) and probe.weights_fingerprint == sha256_file(WEIGHTS)
+    shipped = load_demo_cnn()
+    assert all(torch.equal(a, b) for a, b in zip(probe.model.state_dict().values(),
+                                                  shipped.state_dict().values()))
+    random = build_model("demo_cnn", weights="random")
+    assert random.weights is None and not torch.equal(random.model.fc.weight, shipped.fc.weight)
 
 
 def test_output_shape_and_layers():
     model = load_demo_cnn()
     assert not model.training and model.class_names == SCENES
-    seen = {}
-    hooks = [model.get_submodule(name).register_forward_hook(
-        lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape)))
-        for name in ("conv1", "conv4", "conv5")]
-    with torch.no_grad():
+    with torch.no_grad(), TraceDict(model, ["conv1", "conv4", "conv5"]) as traces:
         out = model(torch.zeros(3, 3, 224, 224))
-    for h in hooks:
-        h.remove()
+    seen = {name: tuple(trace.output.shape) for name, trace in traces.items()}
     assert out.shape == (3, len(SCENES))
     assert seen == {"conv1": (3, 32, 112, 112), "conv4": (3, 128, 14, 14),
                     "conv5": (3, 256, 14, 14)}

@@ -26,11 +26,9 @@ from netdissect.data.download import (
     ArchiveInfo,
     DownloadError,
     DownloadInterrupted,
-    add_download_parser,
     broden_url,
     check_broden_folder,
     download_broden,
-    run_download,
     safe_extract,
 )
 
@@ -423,9 +421,9 @@ def test_unknown_variant(tmp_path):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="netdissect")
-    add_download_parser(parser.add_subparsers(dest="command", required=True))
-    return parser
+    from netdissect.cli.main import build_parser
+
+    return build_parser()
 
 
 def test_cli_handler_downloads(server, broden_zip, tmp_path, capsys):
@@ -433,15 +431,16 @@ def test_cli_handler_downloads(server, broden_zip, tmp_path, capsys):
     args = _parser().parse_args(
         ["download", "broden", "--dest", str(tmp_path), "--url", server.base, "--quiet"]
     )
-    assert args.func is run_download and args.variant == "224"
+    assert args.func.__name__ == "run_download" and args.variant == "224"
     assert args.func(args) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "broden1_224")
 
 
 def test_cli_handler_unreachable_exits_2_without_traceback(tmp_path, capsys):
-    args = _parser().parse_args(["download", "broden", "--variant", "227", "--dest",
-                                 str(tmp_path), "--url", _closed_port_url(), "--quiet"])
-    assert run_download(args) == 2
+    from netdissect.cli import main
+
+    assert main(["download", "broden", "--variant", "227", "--dest", str(tmp_path), "--url",
+                 _closed_port_url(), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("netdissect download: error: could not reach http://127.0.0.1:")
     assert "broden1_227.zip" in err and "Traceback" not in err

@@ -1,24 +1,30 @@
-"""The HTML report: files, sizes, counts, escaping, the mask overlay, the CLI and the server."""
+"""The HTML report: files, sizes, counts, escaping, charts, strips, the mask overlay, the CLI
+and the server."""
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import re
 import shutil
 import threading
 import urllib.request
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from markupsafe import escape
 from PIL import Image
 
 import netdissect
 from conftest import LABELS, TinyNet, make_broden, write_metadata
-from netdissect.report import (add_report_parser, add_serve_parser, dissection_html, display_label,
-                               make_server, mask_outline, mask_overlay, write_report)
-from netdissect.report.pages import script_json
+from netdissect.report import (StripMaker, dissection_html, display_label, make_server, mask_outline,
+                               mask_overlay, write_report)
+from netdissect.report.charts import iou_histogram
+from netdissect.report.pages import Crumb, Strip, layer_page, script_json
+from netdissect.report.strips import GAP, OUTLINE_RGB, thumbnails
+from netdissect.report.views import LayerView, UnitView, layer_view
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -158,17 +164,12 @@ def test_report_command_rebuilds_and_takes_dataset(report, tmp_path):
         p.unlink()
     moved = tmp_path / "moved-broden"
     shutil.copytree(result["conv1"].meta["dataset"]["path"], moved)
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    add_report_parser(sub)
-    add_serve_parser(sub)
-    args = parser.parse_args(["report", str(copy), "--dataset", str(moved), "--quiet"])
-    assert args.func(args) == 0
+    from netdissect.cli import main
+
+    assert main(["report", str(copy), "--dataset", str(moved), "--quiet"]) == 0
     assert len(list((copy / "conv2" / "strips").glob("*.jpg"))) == 16
     page = (copy / "conv2" / "index.html").read_text()
     assert headline_numbers(page)[:2] == (result["conv2"].counts()["detectors"], 16)
-    args = parser.parse_args(["serve", str(copy), "--port", "0"])
-    assert args.port == 0 and args.func.__name__ == "run_serve"
 
 
 def test_report_without_dataset_still_writes_pages(report, tmp_path):
@@ -215,6 +216,8 @@ def test_serve_binds_localhost(report):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.status == 200 and r.read() == (out / "index.html").read_bytes()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/conv1/index.html", timeout=10) as r:
             assert r.status == 200 and b"units are detectors" in r.read()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/conv1/strips/unit-0000.jpg", timeout=10) as r:
@@ -224,3 +227,114 @@ def test_serve_binds_localhost(report):
         server.server_close()
     with pytest.raises(FileNotFoundError, match="netdissect report"):
         make_server(out / "conv1" / "strips", 0)
+
+
+class Attributes(HTMLParser):
+    """The attributes of every element of a page, as a browser's parser decodes them."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.elements: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_layer_page_escapes_a_hostile_label():
+    label = '"<img src=x onerror=alert(1)> & \'quoted\''
+    counts = {"detectors": 1, "units": 1, "distinct_labels": 1, "iou_threshold": 0.04,
+              "unique_detectors": {"object": 1}, "unique_detectors_total": 1, "definition": "original"}
+    unit = UnitView(unit=0, label=label, category="object", iou=0.1, threshold=1.5, detector=True,
+                    others=[("part", label, 0.05)], top_images=[f"{label}.jpg"])
+    view = LayerView(layer=label, folder="layer", counts=counts, units=[unit], categories=["object", "part"],
+                     concepts={"object": [(label, 1)], "part": []}, meta={"dataset": {"path": label}})
+    page = layer_page(view, {0: Strip("strips/<u> 0.jpg", 10, 10)}, [Crumb(label, "../a b.html")],
+                      label, ["a b/<c>.csv"], note=label)
+    assert "<img src=x" not in page and '"<' not in page
+    markup = re.sub(r'<script type="application/json".*?</script>', "", page, flags=re.S)
+    assert "'" not in markup.replace("unit's label", "")  # quotes escaped outside the JSON too
+    escaped = str(escape(label))
+    assert escaped == "&#34;&lt;img src=x onerror=alert(1)&gt; &amp; &#39;quoted&#39;"
+    # In the title, the h1, the crumb, the note, the dataset, the card, the details table, the
+    # bar graph's title and axis label and the data-label / title attributes.
+    assert page.count(escaped) >= 10
+    assert "\\u003cimg src=x onerror=alert(1)\\u003e \\u0026" in page  # the JSON block
+    parsed = Attributes(page)
+    card = next(a for tag, a in parsed.elements if tag == "article")
+    assert card["data-label"] == label and card["id"] == "unit-0"
+    strip = next(a for tag, a in parsed.elements if tag == "img")
+    assert strip["src"] == "strips/%3Cu%3E%200.jpg" and strip["title"] == f"{label}.jpg"
+    assert [tag for tag, _ in parsed.elements].count("img") == 1
+    assert [tag for tag, _ in parsed.elements].count("script") == 2
+    assert 'href="a%20b/%3Cc%3E.csv"' in page and 'href="../a%20b.html"' in page
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', page, re.S)[1])
+    assert data["units"][0]["label"] == label and data["layer"] == label
+
+
+def test_iou_histogram_bars_count_the_units(report):
+    out, result = report
+    for layer in ("conv1", "conv2"):
+        page = (out / layer / "index.html").read_text()
+        counts = result[layer].counts()
+        svg = re.search(r'<svg [^>]*aria-label="IoU histogram"[^>]*data-bins="(\d+)">(.*?)</svg>', page, re.S)
+        assert svg, "IoU histogram missing"
+        bins = int(svg[1])
+        bars = re.findall(r'<rect class="bin[^"]*" x="[0-9.]+" y="[0-9.]+" width="[0-9.]+" height="([0-9.]+)" '
+                          r'fill="(#[0-9a-f]+)" data-count="(\d+)"><title>IoU ([0-9.]+)-([0-9.]+): (\d+) units'
+                          r"</title></rect>", svg[2])
+        assert len(bars) == bins == svg[2].count("<rect")
+        assert bins == len(iou_histogram(layer_view(result[layer])).bins)
+        assert all(int(n) == int(t) for _, _, n, _, _, t in bars)  # title and data-count agree
+        assert sum(int(n) for _, _, n, _, _, _ in bars) == counts["units"]
+        blue = [(float(lo), int(n)) for _, fill, n, lo, _, _ in bars if fill == "#2f6fb0"]
+        assert blue and sum(n for _, n in blue) == counts["detectors"] > 0
+        assert all(lo >= counts["iou_threshold"] - 5e-4 for lo, _ in blue)  # titles round to 3 digits
+        assert {fill for _, fill, *_ in bars} == {"#2f6fb0", "#b8b8bd"}
+        # Consecutive bins, from 0, the tallest bar the full plot height.
+        edges = [(float(lo), float(hi)) for _, _, _, lo, hi, _ in bars]
+        assert edges[0][0] == 0 and all(abs(a[1] - b[0]) < 1e-9 for a, b in zip(edges, edges[1:]))
+        assert max(float(h) for h, *_ in bars) == 150.0
+
+
+def test_strip_pixels_are_the_overlay(report):
+    out, result = report
+    layer = result["conv2"]
+
+    def covered(k: int) -> float:  # the part of unit k's first top image (32x32) under its mask
+        up = torch.nn.functional.interpolate(layer.top_maps[k][:1, None].float(), size=(32, 32),
+                                             mode="bilinear", align_corners=False)
+        return float((up > float(layer.thresholds[k])).float().mean())
+
+    # The unit whose first top image is the most covered by its mask: a real outline to check.
+    k = max(range(layer.units), key=covered)
+    threshold = float(layer.thresholds[k])
+    assert 0 < covered(k) < 1
+    images_dir = Path(layer.meta["dataset"]["path"]) / "images"
+    maker = StripMaker(images_dir, result.image_names, height=112)
+    strip = np.array(maker.strip(layer.top_indices[k], layer.top_maps[k], threshold, 10))
+    assert strip.shape == (112, 10 * 112 + 9 * GAP, 3)
+
+    row = int(layer.top_indices[k, 0])
+    with Image.open(images_dir / result.image_names[row]) as im:
+        pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None]
+    overlay, mask = mask_overlay(pixels, layer.top_maps[k][:1], threshold)
+    # mask_overlay's rule, by hand: image * 0.2 outside the mask, the image inside.
+    assert torch.equal(overlay[0], pixels[0].float() * torch.where(mask[0], 1.0, 0.2))
+    assert 0 < int(mask.sum()) < mask.numel()
+    thumb = thumbnails(overlay, mask, 112)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(strip[:, :112], thumb)
+    assert (strip[:, 112:112 + GAP] == 255).all()  # the white gap
+    outline = (thumb == OUTLINE_RGB).all(axis=-1)
+    assert 0 < outline.sum() < 112 * 112 // 2
+    plain = thumbnails(pixels.float(), torch.ones(1, 32, 32, dtype=torch.bool), 112)[0].permute(1, 2, 0).numpy()
+    dimmed = ~outline & (thumb.astype(int).sum(-1) < plain.astype(int).sum(-1) - 30)
+    assert dimmed.sum() > 100  # the pixels outside the mask really are darker
+    # The file on disk is that strip, JPEG-compressed.
+    with Image.open(out / "conv2" / "strips" / f"unit-{k:04d}.jpg") as im:
+        saved = np.array(im.convert("RGB")).astype(int)
+    assert np.abs(saved[:, :112] - thumb.astype(int)).mean() < 6

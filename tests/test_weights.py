@@ -6,12 +6,12 @@ import hashlib
 from collections import OrderedDict
 
 import pytest
-
-from netdissect.files import sha256_file
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from netdissect import errors
+from netdissect.files import sha256_file
 from netdissect.models.weights import (
     WeightsError,
     apply_state_dict,
@@ -216,7 +216,7 @@ def test_fingerprint_state_dict_covers_names_values_and_buffers():
     assert fingerprint_state_dict(a) != fingerprint_state_dict(d)
 
 
-def test_fingerprint_file_and_hash_prefix(tmp_path):
+def test_sha256_file_and_hash_prefix(tmp_path):
     path = tmp_path / "data.bin"
     path.write_bytes(b"netdissect")
     digest = hashlib.sha256(b"netdissect").hexdigest()
@@ -228,3 +228,35 @@ def test_fingerprint_file_and_hash_prefix(tmp_path):
     check_hash_prefix(tmp_path / "plain.pth", digest)  # no hash in the name: nothing to check
     with pytest.raises(WeightsError, match="corrupted"):
         check_hash_prefix(tmp_path / "net-deadbeef.pth", digest)
+
+
+def test_load_weights_takes_a_state_read_before_and_checks_the_hash_first(tmp_path, image):
+    source = trained_like()
+    state = source.state_dict()
+    digest_path = tmp_path / "plain.pth"
+    torch.save(state, digest_path)
+    digest = sha256_file(digest_path)
+
+    # A state the caller already read (and possibly renamed) is loaded instead of the file's.
+    named = tmp_path / f"small-{digest[:8]}.pth"
+    named.write_bytes(digest_path.read_bytes())
+    target = small_net(seed=4)
+    info = load_weights(target, named, state={"module." + k: v for k, v in state.items()})
+    assert info["path"] == str(named) and info["sha256"] == digest
+    assert torch.equal(target(image), source(image))
+
+    # A name whose hash does not match is refused before anything is loaded.
+    wrong = tmp_path / "small-deadbeef.pth"
+    wrong.write_bytes(digest_path.read_bytes())
+    untouched = small_net(seed=4)
+    before = fingerprint_state_dict(untouched)
+    with pytest.raises(WeightsError, match="corrupted"):
+        load_weights(untouched, wrong)
+    assert fingerprint_state_dict(untouched) == before
+    with pytest.raises(WeightsError, match="weights file not found"):
+        load_weights(untouched, tmp_path / "nope.pth", state=state)
+
+
+def test_weights_error_is_the_package_error():
+    assert WeightsError is errors.WeightsError
+    assert issubclass(WeightsError, errors.NetDissectError)

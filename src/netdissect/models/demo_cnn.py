@@ -12,7 +12,8 @@ start with a 2x2 max-pool, so `conv5` is 256 channels at 14x14; then global aver
 The trained weights ship in `netdissect/assets/demo_cnn.pt` (a state dict, loadable with
 `torch.load(..., weights_only=True)`) next to `demo_cnn.json` (class names, input
 normalisation, the toy world and the accuracies of the training run); `train_demo.py`
-reproduces them.
+reproduces them.  The input normalisation is ImageNet's (`MEAN`, `STD`; docs/method.md
+section 3).  In the zoo the model is `demo_cnn` (`netdissect.models.builders.demo`).
 """
 from __future__ import annotations
 
@@ -23,11 +24,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from netdissect.models.preprocess import IMAGENET_MEAN as MEAN
+from netdissect.models.preprocess import IMAGENET_STD as STD
+from netdissect.models.weights import load_weights
+
+__all__ = ["DemoCNN", "load_demo_cnn", "new_demo_cnn", "demo_cnn_metadata", "ASSETS", "WEIGHTS",
+           "METADATA", "MEAN", "STD", "WIDTHS", "LAYERS"]
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 WEIGHTS = ASSETS / "demo_cnn.pt"
 METADATA = ASSETS / "demo_cnn.json"
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 WIDTHS = (32, 64, 128, 128, 256)
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
@@ -74,20 +80,28 @@ def demo_cnn_metadata(path: str | os.PathLike | None = None) -> dict:
                                 "retrain with `python -m netdissect.train_demo`.") from None
 
 
-def load_demo_cnn(pretrained: bool = True, weights: str | os.PathLike | None = None) -> DemoCNN:
-    """The demo CNN in eval mode, with the shipped (or given) trained weights if `pretrained`.
+def new_demo_cnn(meta: dict) -> DemoCNN:
+    """An untrained demo CNN shaped by the weights' metadata, in eval mode.
 
-    `weights` is a state-dict file written by `train_demo`; its metadata is read from the
-    .json file of the same name.  The model carries `class_names` (scene label names, index =
-    output unit), `mean` and `std` (input normalisation on 0-1 RGB).
+    The model carries `class_names` (scene label names, index = output unit), `mean` and
+    `std` (input normalisation on 0-1 RGB) from the metadata.
     """
-    path = Path(weights) if weights is not None else WEIGHTS
-    meta = demo_cnn_metadata(path.with_suffix(".json"))
     model = DemoCNN(len(meta["class_names"]), tuple(meta.get("widths", WIDTHS)))
-    if pretrained:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
     model.class_names = list(meta["class_names"])
     model.mean = tuple(meta.get("mean", MEAN))
     model.std = tuple(meta.get("std", STD))
     return model.eval()
+
+
+def load_demo_cnn(pretrained: bool = True, weights: str | os.PathLike | None = None) -> DemoCNN:
+    """The demo CNN in eval mode, with the shipped (or given) trained weights if `pretrained`.
+
+    `weights` is a state-dict file written by `train_demo`; its metadata is read from the
+    .json file of the same name (see `new_demo_cnn` for what the model carries).  The file is
+    loaded through the one weight-loading path, `netdissect.models.weights.load_weights`.
+    """
+    path = Path(weights) if weights is not None else WEIGHTS
+    model = new_demo_cnn(demo_cnn_metadata(path.with_suffix(".json")))
+    if pretrained:
+        load_weights(model, path)
+    return model

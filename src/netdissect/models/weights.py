@@ -1,4 +1,8 @@
-"""Read weight files safely and load them into models.
+"""Read weight files safely and load them into models: the one weight-loading path.
+
+Every model builder loads a file through :func:`load_weights`, which reads the state dict (or
+takes one the builder already read to size the model), checks that it fits the architecture,
+loads it, hashes the file once (sha256) and checks the hash prefix of a torch-hub style name.
 
 Only tensors are ever unpickled: ``.pt``/``.pth`` files go through
 ``torch.load(..., weights_only=True)`` and ``.safetensors`` files through safetensors, so a
@@ -6,7 +10,8 @@ weights file cannot run code. The common checkpoint shapes are accepted (a plain
 nested under ``state_dict`` or ``model``, keys prefixed by ``module.`` from DataParallel or
 ``_orig_mod.`` from ``torch.compile``); a pickled whole model is refused with the one-line
 conversion that fixes it. Fingerprints (sha256) identify the weights a result was computed
-with, either of the file or, for models built in code, of the tensors themselves.
+with, either of the file or, for models built in code, of the tensors themselves
+(:func:`fingerprint_state_dict`).
 """
 
 from __future__ import annotations
@@ -84,7 +89,8 @@ def check_hash_prefix(path: str | Path, sha256: str) -> None:
     if match and not sha256.startswith(match.group(1)):
         raise WeightsError(
             f"{path}: its sha256 {sha256[:16]}... does not start with {match.group(1)}, the hash "
-            "in its name; the file is corrupted or incomplete. Delete it and fetch it again."
+            "in its name; the file is corrupted or incomplete. Delete it and fetch it again (if "
+            "the part of the name after the last '-' is not a hash, rename the file)."
         )
 
 
@@ -96,11 +102,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     keys. Raises WeightsError for a missing or unreadable file, a pickled whole model, or a
     file that holds no tensors.
     """
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"weights file not found: {path}")
-    if not path.is_file():
-        raise WeightsError(f"weights path is not a file: {path}")
+    path = _existing_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -126,6 +128,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "or a .safetensors file."
         ) from err
     return _strip_wrapper_prefixes(_unwrap_checkpoint(obj, path))
+
+
+def _existing_file(path: str | Path) -> Path:
+    """``path`` as a Path, or WeightsError when it is missing or not a file."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"weights file not found: {path}")
+    if not path.is_file():
+        raise WeightsError(f"weights path is not a file: {path}")
+    return path
 
 
 def _unwrap_checkpoint(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -240,13 +252,25 @@ def apply_state_dict(
     }
 
 
-def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dict[str, Any]:
+def load_weights(
+    model: nn.Module,
+    path: str | Path,
+    strict: bool = True,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
     """Load a weights file into ``model`` in place and describe what was loaded.
 
-    Returns a dict with ``path``, ``sha256`` (of the file), ``num_tensors``, ``num_elements``
-    and the ``missing``/``unexpected`` keys (empty when ``strict``). Raises WeightsError when
-    the file is missing, unsafe or does not fit (see :func:`apply_state_dict`).
+    ``state`` is the file's state dict when the caller has already read it (a builder that
+    sizes the classifier from it, possibly with renamed keys); otherwise the file is read here.
+    The file's sha256 is computed once, checked against a torch-hub hash prefix in its name
+    (:func:`check_hash_prefix`) before anything is loaded, and returned. Returns a dict with
+    ``path``, ``sha256``, ``num_tensors``, ``num_elements`` and the ``missing``/``unexpected``
+    keys (empty when ``strict``). Raises WeightsError when the file is missing, unsafe,
+    corrupted or does not fit (see :func:`apply_state_dict`).
     """
-    state = read_state_dict(path)
+    sha256 = sha256_file(_existing_file(path))
+    check_hash_prefix(path, sha256)  # before reading: a truncated download says so
+    if state is None:
+        state = read_state_dict(path)
     info = apply_state_dict(model, state, strict=strict, source=str(path))
-    return {"path": str(path), "sha256": sha256_file(path), **info}
+    return {"path": str(path), "sha256": sha256, **info}

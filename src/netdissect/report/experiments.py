@@ -1,23 +1,26 @@
-"""Experiments in a report's overview: the rotate / compare / ablate outputs under the report folder.
+"""Lists the experiments under a report folder in its overview page, from their records.
 
-An experiment folder is one holding rotate.json, compare.json or ablate.json (written by
-`netdissect rotate`, `compare` and `ablate`).  `find_experiments` looks for them in the report
-folder and up to `DEPTH` folders below it and reads a one-line summary of each; the overview
-page lists them between two HTML comments (`pages.EXPERIMENTS_BEGIN` / `EXPERIMENTS_END`).
-`refresh_overviews`, called by each experiment after it has written its files, rewrites only
-that part of the overview pages at or up to `DEPTH` folders above the experiment, so a report
-that exists lists the new experiment without its strips or layer pages being rebuilt.
+An experiment folder is one holding experiment.json, the common record every experiment
+writes (netdissect.experiments.record: kind, layer, one-line summary, figure, tables).
+`find_experiments` looks for records in the report folder and up to `DEPTH` folders below it;
+the overview page lists them between two HTML comments (`pages.EXPERIMENTS_BEGIN` /
+`EXPERIMENTS_END`).  `refresh_overviews`, called once an experiment has written its files,
+rewrites only that part of the overview pages at or up to `DEPTH` folders above the
+experiment, so a report that exists lists the new experiment without its strips or layer
+pages being rebuilt.
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from netdissect.errors import ResultError
+from netdissect.files import atomic_write_text, confined
 from netdissect.report.pages import EXPERIMENTS_BEGIN, EXPERIMENTS_END, experiments_section
-from netdissect.files import atomic_write_text
+
+__all__ = ["Experiment", "find_experiments", "overview_pages_above", "refresh_overviews", "DEPTH"]
 
 DEPTH = 3  # experiment folders are looked for this many levels below a report folder
 SKIP = {"strips", "figures"}  # report folders that never hold experiments
@@ -25,47 +28,21 @@ SKIP = {"strips", "figures"}  # report folders that never hold experiments
 
 @dataclass
 class Experiment:
-    """One experiment folder as the overview shows it; paths relative to the report folder."""
+    """One experiment as the overview shows it; paths relative to the report folder, and
+    only to files that exist."""
 
-    kind: str  # rotate, compare or ablate
+    kind: str  # rotate, compare, ablate, ...
     folder: str  # posix path relative to the report folder ("." for the folder itself)
     layer: str
     summary: str  # one line of plain text
-    figure: str  # stem of the PNG/SVG figure, relative to the report folder
-    files: list[str]  # tables, relative to the report folder
+    figure: str = ""  # the figure's PNG ("" when there is none)
+    figure_link: str = ""  # what the figure links to: its SVG, else ""
+    tables: list[str] = field(default_factory=list)
 
-
-def _rotate(data: dict) -> tuple[str, str]:
-    powers = sorted(data["powers"], key=lambda p: p["a"])
-    text = ", ".join(f"a={p['a']:g}: {p['unique_detectors_total']}" for p in powers)
-    return "rotate", f"Unique detectors by rotation power ({text}); seed {data['seed']}."
-
-
-def _compare(data: dict) -> tuple[str, str]:
-    runs = ", ".join(f"{r['run']}: {r['unique_detectors_total']}" for r in data["runs"])
-    pairs = "; ".join(f"{s['from']} → {s['to']}: {s['kept']} kept, {s['changed']} changed, "
-                      f"{s['gained']} gained, {s['lost']} lost" for s in data["unit_status"])
-    return "unique_detectors", f"Unique detectors ({runs}). Unit concepts {pairs}."
-
-
-def _ablate(data: dict) -> tuple[str, str]:
-    curves = [(name, c["curve"]) for name, c in data["classes"].items() if c.get("curve")]
-    parts = [f"{name}: {curve[0]['baseline']:.2f} → {curve[-1]['removed_top']:.2f} without its "
-             f"top {curve[-1]['removed']} units ({curve[-1]['removed_random']:.2f} without "
-             f"{curve[-1]['removed']} random units)" for name, curve in curves[:3]]
-    more = f"; {len(curves) - 3} more classes in the tables" if len(curves) > 3 else ""
-    return "ablate", (f"Balanced accuracy {data['balanced_accuracy']:.3f}. "
-                      + "; ".join(parts) + more + ".")
-
-
-# file written by each experiment -> (kind, its summary function, its tables); a summary
-# function takes the file's JSON and returns (the stem of its figure, a one-line summary)
-KINDS = {
-    "rotate.json": ("rotate", _rotate, ["rotate.json", "rotate.csv"]),
-    "compare.json": ("compare", _compare, ["compare.json", "counts.csv", "units.csv", "changes.csv"]),
-    "ablate.json": ("ablate", _ablate, ["ablate.json", "ablate_curve.csv", "ablate_units.csv",
-                                        "unit_drops.csv"]),
-}
+    @property
+    def links(self) -> list[str]:
+        """Every file of the experiment worth a link: its tables, then its figure files."""
+        return [*self.tables, *(f for f in (self.figure, self.figure_link) if f)]
 
 
 def _folders(root: Path, depth: int):
@@ -83,37 +60,46 @@ def _folders(root: Path, depth: int):
             yield from _folders(Path(entry.path), depth - 1)
 
 
-def read_experiment(folder: Path, root: Path, file: str) -> Experiment | None:
-    """The experiment whose `file` (e.g. rotate.json) is in `folder`, or None with a warning
-    when the file cannot be read as that experiment's output."""
-    kind, summarise, tables = KINDS[file]
-    path = folder / file
+def _existing(folder: Path, name: str) -> bool:
+    """Whether `name` (from a record) is a file inside `folder`."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        figure, summary = summarise(data)
-        layer = str(data["layer"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
-        warnings.warn(f"{path}: not listed in the report overview, it could not be read as "
-                      f"`netdissect {kind}` output ({type(e).__name__}: {e}); run the experiment "
-                      "again to rewrite it.", stacklevel=3)
+        return bool(name) and confined(folder, name).is_file()
+    except (ValueError, OSError):
+        return False
+
+
+def read_experiment(folder: Path, root: Path) -> Experiment | None:
+    """The experiment recorded in `folder`, its paths made relative to `root`; None (and a
+    warning naming the file) when the record cannot be read."""
+    from netdissect.experiments.record import read_record
+
+    try:
+        record = read_record(folder)
+    except ResultError as e:
+        warnings.warn(f"not listed in the report overview: {e}", stacklevel=3)
         return None
     rel = folder.relative_to(root).as_posix()
     prefix = "" if rel == "." else rel + "/"
-    return Experiment(kind, rel, layer, summary,
-                      prefix + figure if (folder / f"{figure}.png").is_file() else "",
-                      [prefix + t for t in tables if (folder / t).is_file()])
+    png, svg = (f"{record.figure}.{ext}" for ext in ("png", "svg"))
+    has_png = bool(record.figure) and _existing(folder, png)
+    return Experiment(record.kind, rel, record.layer, record.summary,
+                      figure=prefix + png if has_png else "",
+                      figure_link=prefix + svg if has_png and _existing(folder, svg) else "",
+                      tables=[prefix + t for t in record.tables if _existing(folder, t)])
 
 
 def find_experiments(root: str | os.PathLike) -> list[Experiment]:
     """Every experiment in `root` or up to `DEPTH` folders below it, in path order."""
+    # imported here: importing the report need not load the experiments package
+    from netdissect.experiments.record import RECORD_FILE
+
     root = Path(root)
     found = []
     for folder in _folders(root, DEPTH):
-        for file in KINDS:
-            if (folder / file).is_file():
-                experiment = read_experiment(folder, root, file)
-                if experiment is not None:
-                    found.append(experiment)
+        if (folder / RECORD_FILE).is_file():
+            experiment = read_experiment(folder, root)
+            if experiment is not None:
+                found.append(experiment)
     return found
 
 

@@ -1,33 +1,19 @@
-"""Figures for papers, drawn with matplotlib (Agg backend) as PNG and SVG files.
+"""The report's figures for papers, as PNG and SVG files beside the HTML pages.
 
 `concept_figure` is a layer's bar graph of unique detectors per concept, grouped and coloured
 by category; `comparison_figure` compares layers (and runs) with stacked bars of unique
-detectors per category.  Both draw the same numbers as the HTML pages (`LayerView`).
+detectors per category.  Both draw the same numbers as the HTML pages (`LayerView`), with
+matplotlib's object API through netdissect.files (`new_figure`, `save_figure`): no pyplot and
+no backend switch.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg", force=False)
-from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from netdissect.report.views import LayerView, category_colours  # noqa: E402
-
-
-def save_figure(figure: Figure, stem: Path) -> list[Path]:
-    """Write `stem`.png (150 dpi) and `stem`.svg; return both paths."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext, kwargs in (("png", {"dpi": 150}), ("svg", {})):
-        path = stem.with_suffix(f".{ext}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        figure.savefig(tmp, format=ext, bbox_inches="tight", **kwargs)
-        tmp.replace(path)
-        paths.append(path)
-    return paths
+from netdissect.files import new_figure, save_figure
+from netdissect.report.views import LayerView, category_colours
 
 
 def concept_figure(view: LayerView, stem: Path, title: str | None = None) -> list[Path]:
@@ -35,8 +21,8 @@ def concept_figure(view: LayerView, stem: Path, title: str | None = None) -> lis
     colours = category_colours(view.categories)
     groups = [(c, bars) for c, bars in view.concepts.items() if bars]
     count = sum(len(b) for _, b in groups)
-    figure = Figure(figsize=(max(4.0, 0.18 * count + 1.5), 3.2))
-    ax = figure.add_subplot()
+    figure, axes = new_figure(max(4.0, 0.18 * count + 1.5), 3.2)
+    ax = axes[0, 0]
     x, ticks, names, group_marks = 0.0, [], [], []
     for cat, bars in groups:
         start = x
@@ -68,8 +54,8 @@ def comparison_figure(layers: list[tuple[str, LayerView]], stem: Path) -> list[P
     colours = category_colours(categories)
     runs = list(dict.fromkeys(r for r, _ in layers))
     labels = [v.layer if len(runs) == 1 else f"{r}\n{v.layer}" for r, v in layers]
-    figure = Figure(figsize=(max(3.5, 0.7 * len(layers) + 1.5), 3.4))
-    ax = figure.add_subplot()
+    figure, axes = new_figure(max(3.5, 0.7 * len(layers) + 1.5), 3.4)
+    ax = axes[0, 0]
     bottoms = [0] * len(layers)
     for cat in categories:
         heights = [v.counts["unique_detectors"].get(cat, 0) for _, v in layers]

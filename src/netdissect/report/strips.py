@@ -1,4 +1,4 @@
-"""Image strips: a unit's top images with its mask (METHOD.md section 8), as small JPEGs.
+"""Image strips: a unit's top images with its mask (docs/method.md section 8), as small JPEGs.
 
 For one unit, all of its top images are processed at once with torch: the raw activation maps
 are upsampled bilinearly (align_corners=False) to the image size, the mask is where the

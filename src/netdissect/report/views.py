@@ -6,10 +6,12 @@ with each other and with `LayerResult.counts()` by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from netdissect.results import LayerResult, layer_folder_name
+if TYPE_CHECKING:
+    from netdissect.results import LayerResult
 
 # Colours of the usual Broden categories (the paper's figures use one hue per category);
 # other category names take the next colour of FALLBACK in order.
@@ -67,7 +69,10 @@ class LayerView:
 
 def layer_view(result: LayerResult, image_names: list[str] | None = None,
                top: int = 10) -> LayerView:
-    """Collect what the pages show of one layer (labels by the rule of METHOD.md section 7)."""
+    """Collect what the pages show of one layer (labels by the rule of docs/method.md
+    section 7)."""
+    from netdissect.results import layer_folder_name
+
     names = result.labels.names
     categories = list(result.labels.categories)
     counts = result.counts()

@@ -1,4 +1,4 @@
-"""`write_report`: the static HTML report of one or several dissection runs.
+"""Writes the static HTML report of one or several dissection runs (`write_report`).
 
 For one run, under the report folder (by default the result folder itself):
 
@@ -8,7 +8,8 @@ For one run, under the report folder (by default the result folder itself):
     figures/<layer folder>-concepts.{png,svg}, figures/layers.{png,svg}
 
 The overview also lists the experiments (rotate, compare, ablate) found under the report
-folder; an experiment written later adds itself to it (report/experiments.py).
+folder, from their experiment.json records; `refresh_overviews` (report/experiments.py) adds
+one written later.
 
 For several runs (a parent folder holding result folders, or a list), each run gets that
 report in its own subfolder and the parent index.html compares all their layers.  Only the
@@ -21,19 +22,22 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from netdissect.files import atomic_write_bytes, atomic_write_text
-from netdissect.results import Dissection
 from netdissect.report.experiments import find_experiments
 from netdissect.report.figures import comparison_figure, concept_figure
-from netdissect.report.pages import Crumb, LayerLink, layer_page, overview_page
+from netdissect.report.pages import Crumb, LayerLink, Strip, layer_page, overview_page
 from netdissect.report.strips import StripMaker
 from netdissect.report.views import LayerView, layer_view
 
-Source = Dissection | str | os.PathLike
+if TYPE_CHECKING:
+    from netdissect.results import Dissection
+
+Source = Union["Dissection", str, os.PathLike]
 
 
 @dataclass
@@ -60,6 +64,8 @@ def run_name(dissection: Dissection, fallback: str) -> str:
 
 def collect_runs(source: Source | list[Source]) -> tuple[list[Run], Path | None, bool]:
     """The runs to report, the default report folder, and whether the source was several runs."""
+    from netdissect.results import Dissection
+
     if isinstance(source, (list, tuple)):
         runs = [collect_runs(s)[0] for s in source]
         flat = [r for group in runs for r in group]
@@ -124,7 +130,7 @@ def write_layer(run: Run, layer: str, folder: Path, images: StripMaker | None, n
                 continue
             name = f"strips/unit-{k:04d}.jpg"
             atomic_write_bytes(layer_dir / name, images.encode(strip))
-            strips[k] = (name, strip.width, strip.height)
+            strips[k] = Strip(name, strip.width, strip.height)
     concept_figure(view, folder / "figures" / f"{view.folder}-concepts",
                    title=f"{run.name} {layer}: {view.counts['unique_detectors_total']} unique detectors "
                          f"(IoU >= {view.iou_threshold:g})")

@@ -1,4 +1,4 @@
-"""A slow, literal implementation of METHOD.md sections 2-7, for checking the engine.
+"""A slow, literal implementation of docs/method.md sections 2-7, for checking the engine.
 
 It shares no code with netdissect: it reads the CSV files with the csv module, runs the model
 image by image, computes thresholds with numpy over all values, upsamples every map, and

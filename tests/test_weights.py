@@ -245,14 +245,18 @@ def test_load_weights_takes_a_state_read_before_and_checks_the_hash_first(tmp_pa
     assert info["path"] == str(named) and info["sha256"] == digest
     assert torch.equal(target(image), source(image))
 
-    # A name whose hash does not match is refused before anything is loaded.
+    # With check_hash (hub-cache and packaged files), a name whose hash does not match is
+    # refused before anything is loaded; a user's file named by its training step is not.
     wrong = tmp_path / "small-deadbeef.pth"
     wrong.write_bytes(digest_path.read_bytes())
     untouched = small_net(seed=4)
     before = fingerprint_state_dict(untouched)
     with pytest.raises(WeightsError, match="corrupted"):
-        load_weights(untouched, wrong)
+        load_weights(untouched, wrong, check_hash=True)
     assert fingerprint_state_dict(untouched) == before
+    step = tmp_path / "ckpt-020000.pth"
+    step.write_bytes(digest_path.read_bytes())
+    assert load_weights(untouched, step)["sha256"] == digest
     with pytest.raises(WeightsError, match="weights file not found"):
         load_weights(untouched, tmp_path / "nope.pth", state=state)
 

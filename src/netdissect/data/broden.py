@@ -135,7 +135,7 @@ class Broden:
             self.label_known[number] = True
 
         # Primary category: largest c_<cat>.csv coverage among the selected categories, ties
-        # going to the category that comes later in category order (METHOD.md section 2).
+        # going to the category that comes later in category order (docs/method.md section 2).
         best = np.full(n, -1, dtype=np.int64)
         best_coverage = np.full(n, -np.inf)
         for ci, cat in enumerate(self.categories):

@@ -4,7 +4,7 @@ Network Dissection needs a densely labelled image set.  Broden itself is large a
 unreliable, so tests, demos and benchmarks use this generator instead.  It draws simple scenes
 (streets, parks, forests, harbors, bedrooms, kitchens) out of shapes with procedural surface
 materials, plus full-frame DTD-like texture images, and writes them in exactly the Broden
-format of METHOD.md section 2:
+format of docs/method.md section 2:
 
 - ``images/scenes/NNNNN.jpg`` (224x224) with label planes ``NNNNN_color.png``,
   ``NNNNN_object.png``, ``NNNNN_part_1.png`` (and ``NNNNN_part_2.png`` where parts of parts,

@@ -89,8 +89,7 @@ def check_hash_prefix(path: str | Path, sha256: str) -> None:
     if match and not sha256.startswith(match.group(1)):
         raise WeightsError(
             f"{path}: its sha256 {sha256[:16]}... does not start with {match.group(1)}, the hash "
-            "in its name; the file is corrupted or incomplete. Delete it and fetch it again (if "
-            "the part of the name after the last '-' is not a hash, rename the file)."
+            "in its name; the file is corrupted or incomplete. Delete it and fetch it again."
         )
 
 
@@ -257,19 +256,23 @@ def load_weights(
     path: str | Path,
     strict: bool = True,
     state: Mapping[str, torch.Tensor] | None = None,
+    check_hash: bool = False,
 ) -> dict[str, Any]:
     """Load a weights file into ``model`` in place and describe what was loaded.
 
     ``state`` is the file's state dict when the caller has already read it (a builder that
     sizes the classifier from it, possibly with renamed keys); otherwise the file is read here.
-    The file's sha256 is computed once, checked against a torch-hub hash prefix in its name
-    (:func:`check_hash_prefix`) before anything is loaded, and returned. Returns a dict with
+    The file's sha256 is computed once and returned; with ``check_hash`` (files of the torch
+    hub cache and packaged weights, whose names carry a hash) it is checked against the hash
+    prefix in the name (:func:`check_hash_prefix`) before anything is loaded.  User files are
+    not checked: a name like ``ckpt-020000.pth`` carries a step, not a hash. Returns a dict with
     ``path``, ``sha256``, ``num_tensors``, ``num_elements`` and the ``missing``/``unexpected``
     keys (empty when ``strict``). Raises WeightsError when the file is missing, unsafe,
     corrupted or does not fit (see :func:`apply_state_dict`).
     """
     sha256 = sha256_file(_existing_file(path))
-    check_hash_prefix(path, sha256)  # before reading: a truncated download says so
+    if check_hash:
+        check_hash_prefix(path, sha256)  # before loading: a truncated download says so
     if state is None:
         state = read_state_dict(path)
     info = apply_state_dict(model, state, strict=strict, source=str(path))

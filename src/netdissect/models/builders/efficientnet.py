@@ -39,7 +39,8 @@ def efficientnet_lite0(weights: str | None = None, **_options) -> Probe:
     state = weights_io.read_state_dict(path) if path is not None else None
     num_classes = int(state["_fc.weight"].shape[0]) if state and "_fc.weight" in state else 1000
     model = efficientnet.from_name("efficientnet-lite0", num_classes=num_classes)
-    loaded = weights_io.load_weights(model, path, state=state) if path is not None else None
+    loaded = (weights_io.load_weights(model, path, state=state, check_hash=weights is None)
+              if path is not None else None)
     disable_inplace(model)
     aliases = _aliases(model)
     return Probe(model, preprocess=Preprocess.preset("efficientnet_lite", size=224),

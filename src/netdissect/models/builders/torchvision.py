@@ -92,7 +92,8 @@ def build_torchvision(name: str, weights: str | None = None, *, spec: str | None
         state = _rename_legacy_densenet_keys(state)
     kwargs = _model_kwargs(name, state, from_cache)
     model = tvm.get_model(name, weights=None, **kwargs)
-    loaded = weights_io.load_weights(model, path, state=state) if path is not None else None
+    loaded = (weights_io.load_weights(model, path, state=state, check_hash=from_cache)
+              if path is not None else None)
     if state is not None and _has_aux_heads(state):
         _drop_aux_heads(model)
     disable_inplace(model)

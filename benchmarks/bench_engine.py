@@ -31,19 +31,18 @@ def child_floor(data: Path, batch_size: int, workers: int) -> dict:
     import torch
 
     from netdissect.data.broden import BrodenImages, collate_samples, load_broden
-    from netdissect.dissect import IMAGENET_MEAN, IMAGENET_STD, _normalise
+    from netdissect.models.preprocess import Preprocess
 
     broden = load_broden(data)
     model = _model()
     loader = torch.utils.data.DataLoader(BrodenImages(broden, images=True, labels=False),
                                          batch_size=batch_size, num_workers=workers,
                                          collate_fn=collate_samples)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    preprocess = Preprocess()
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in loader:
-            model(_normalise(batch["image"], mean, std))
+            model(preprocess(batch["image"]))
     return {"seconds": time.perf_counter() - start, "images": len(broden.rows)}
 
 

@@ -14,11 +14,11 @@ import os
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from netdissect.data.images import load_rgb
 from netdissect.files import confined
 
 DIM = 0.2  # brightness kept outside the mask: image * (DIM + (1 - DIM) * mask)
@@ -90,8 +90,7 @@ class StripMaker:
             path = confined(self.images_dir, name)
         except ValueError:
             raise ValueError(f"image {name!r} (row {index}) leaves {self.images_dir}; refusing to read it.") from None
-        with Image.open(path) as im:
-            pixels = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+        pixels = load_rgb(path)
         self._cache[index] = pixels
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

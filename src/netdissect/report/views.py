@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
 
 if TYPE_CHECKING:
     from netdissect.results import LayerResult
@@ -73,30 +72,24 @@ def layer_view(result: LayerResult, image_names: list[str] | None = None,
     section 7)."""
     from netdissect.results import layer_folder_name
 
-    names = result.labels.names
     categories = list(result.labels.categories)
     counts = result.counts()
-    threshold = counts["iou_threshold"]
-    best_label, best_iou = result.best_per_category()
-    label, cat, score = result.unit_labels()
     units = []
-    for k in range(result.units):
-        others = [(categories[c], display_label(names[int(best_label[k, c])]), float(best_iou[k, c]))
-                  for c in range(len(categories)) if best_label[k, c] > 0 and c != int(cat[k])]
+    concepts: dict[str, dict[str, int]] = {c: {} for c in categories}
+    for u, threshold, top_rows in zip(result.labelled_units(), result.thresholds.tolist(),
+                                      result.top_indices[:, :top].tolist()):
+        others = [(c, display_label(name), iou) for c, (name, iou) in u.best.items()
+                  if name and c != u.category]
         others.sort(key=lambda o: -o[2])
-        rows = [int(i) for i in result.top_indices[k, :top].tolist() if i >= 0]
+        rows = [int(i) for i in top_rows if i >= 0]
         units.append(UnitView(
-            unit=k, label=display_label(names[int(label[k])]) if label[k] > 0 else "",
-            category=categories[int(cat[k])] if cat[k] >= 0 else "", iou=float(score[k]),
-            threshold=float(result.thresholds[k]), detector=bool(score[k] >= threshold),
-            others=others,
+            unit=u.unit, label=display_label(u.label) if u.label else "", category=u.category,
+            iou=u.score, threshold=float(threshold), detector=u.detector, others=others,
             top_images=[image_names[i] for i in rows] if image_names else [f"row {i}" for i in rows]))
-    concepts = {}
-    for c, name in enumerate(categories):
-        hits = best_label[:, c][(best_iou[:, c] >= threshold) & (best_label[:, c] > 0)]
-        numbers, units_per = torch.unique(hits, return_counts=True)
-        bars = [(display_label(names[int(n)]), int(u)) for n, u in zip(numbers, units_per)]
-        bars.sort(key=lambda b: (-b[1], b[0]))
-        concepts[name] = bars
+        for c, (name, iou) in u.best.items():  # a bar per concept: units whose best label it is
+            if name and iou >= counts["iou_threshold"]:
+                concepts[c][name] = concepts[c].get(name, 0) + 1
+    bars = {c: sorted(((display_label(name), n) for name, n in found.items()),
+                      key=lambda b: (-b[1], b[0])) for c, found in concepts.items()}
     return LayerView(layer=result.layer, folder=layer_folder_name(result.layer), counts=counts,
-                     units=units, categories=categories, concepts=concepts, meta=result.meta)
+                     units=units, categories=categories, concepts=bars, meta=result.meta)

@@ -75,7 +75,7 @@ def layer_view(result: LayerResult, image_names: list[str] | None = None,
     categories = list(result.labels.categories)
     counts = result.counts()
     units = []
-    concepts: dict[str, dict[str, int]] = {c: {} for c in categories}
+    concepts: dict[str, dict[int, list]] = {c: {} for c in categories}  # label number -> [name, units]
     for u, threshold, top_rows in zip(result.labelled_units(), result.thresholds.tolist(),
                                       result.top_indices[:, :top].tolist()):
         others = [(c, display_label(name), iou) for c, (name, iou) in u.best.items()
@@ -86,10 +86,12 @@ def layer_view(result: LayerResult, image_names: list[str] | None = None,
             unit=u.unit, label=display_label(u.label) if u.label else "", category=u.category,
             iou=u.score, threshold=float(threshold), detector=u.detector, others=others,
             top_images=[image_names[i] for i in rows] if image_names else [f"row {i}" for i in rows]))
-        for c, (name, iou) in u.best.items():  # a bar per concept: units whose best label it is
-            if name and iou >= counts["iou_threshold"]:
-                concepts[c][name] = concepts[c].get(name, 0) + 1
-    bars = {c: sorted(((display_label(name), n) for name, n in found.items()),
+        # a bar per concept (label number, as unique detectors count them): the units whose
+        # best label of that category it is, with IoU >= the threshold
+        for number, (c, (name, iou)) in zip(u.best_numbers, u.best.items()):
+            if number > 0 and iou >= counts["iou_threshold"]:
+                concepts[c].setdefault(number, [name, 0])[1] += 1
+    bars = {c: sorted(((display_label(name), n) for name, n in found.values()),
                       key=lambda b: (-b[1], b[0])) for c, found in concepts.items()}
     return LayerView(layer=result.layer, folder=layer_folder_name(result.layer), counts=counts,
                      units=units, categories=categories, concepts=bars, meta=result.meta)

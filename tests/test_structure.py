@@ -91,6 +91,15 @@ def test_combined_statistics_merge_through_their_state():
                                        "truth", "images"}
 
 
+def test_an_unknown_option_is_refused_not_ignored(broden_dir):
+    import pytest
+
+    from netdissect.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="unknown option.*quantlie"):
+        netdissect.dissect(TinyNet(), broden_dir, ["conv2"], quantlie=0.01, progress=False)
+
+
 def test_dissect_leaves_the_model_as_it_was_found(broden_dir):
     model = TinyNet().train()
     model.conv1.eval()

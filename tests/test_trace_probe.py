@@ -191,3 +191,19 @@ def test_timm_vits_end_to_end_through_the_cli(tmp_path, monkeypatch, capsys):
                  "--quiet"]) == 0, capsys.readouterr().err
     summary = json.loads((out / "reg" / "blocks.1" / "summary.json").read_text())
     assert summary["shape"] == [16, 4, 4]  # 1 + 4 + 16 tokens: the 5 extra ones dropped
+
+
+def test_traces_leave_no_garbage_cycle():
+    """A TraceDict frees its outputs with itself (no reference cycle waiting for the garbage
+    collector), so a long pass does not hold every batch's layer outputs in memory."""
+    import gc
+
+    probe = Probe(TupleNet(), ["block.1.0", "lstm_like"])
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            probe(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -6,6 +6,7 @@ HTML report (`report`).  The command line calls this function too.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 from netdissect.data.broden import Broden
 from netdissect.engine.run import run_dissection
 from netdissect.engine.settings import Settings
+from netdissect.errors import SettingsError
 from netdissect.models.preprocess import Preprocess
 from netdissect.models.probe import Probe
 from netdissect.results import Dissection
@@ -45,6 +47,11 @@ def dissect(model: nn.Module | Probe, dataset: str | os.PathLike | Broden,
     finished earlier with the same settings are reused.  Under torchrun the images are split
     across the processes and rank 0 writes.  The model is left on its device and in its mode.
     """
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SettingsError(f"dissect() got unknown option(s) {', '.join(unknown)}; the settings "
+                            f"are {', '.join(sorted(known))}.")
     probe = as_probe(model, layers, mean, std, input_size)
     settings = Settings.from_options({**(vars(settings) if settings else {}), **options})
     result = run_dissection(probe, dataset, settings, device=device, out=out, progress=progress,

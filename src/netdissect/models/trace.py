@@ -156,6 +156,7 @@ class TraceDict(OrderedDict):
     def close(self) -> None:
         for trace in reversed(list(self.values())):
             trace.close()
+            trace._on_output = None  # no cycle left: the outputs are freed with the dict
 
 
 def _copy(output, detach: bool, clone: bool):

@@ -47,7 +47,7 @@ def test_roles_decide_the_fingerprint_the_state_key_and_the_summary():
     pre = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [32, 32]}
 
     def components(s):
-        return fingerprint_components(s, "data", ["object"], "weights", pre)
+        return fingerprint_components(s, "data", ["object"], "weights", pre, "files")
 
     changes = {"quantile": 0.01, "top_k": 3, "skip_bad": True}
     assert {f.name for f in setting_fields("numbers")} == {*changes, "categories"}

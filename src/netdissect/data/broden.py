@@ -82,7 +82,8 @@ class Broden:
     Attributes a newcomer will use: `categories` (selected, in category.csv order),
     `label_names` (index = global label number, 0 = unlabelled), `label_category` (index of
     each label's primary category in `categories`, -1 when not scored), `rows` (IndexRow per
-    image), `label_size` (sh, sw), `fingerprint` (sha256 of the CSV files).
+    image), `label_size` (sh, sw), `fingerprint` (sha256 of the CSV files), `files_fingerprint`
+    (of every image and plane's size and modification time).
     """
 
     def __init__(self, root: str | os.PathLike, categories: list[str] | None = None):
@@ -231,12 +232,40 @@ class Broden:
 
     def check_files(self) -> list[str]:
         """Paths of index rows whose image or planes are missing on disk (cheap, up front)."""
-        missing = []
-        for row in self.rows:
-            for rel in [row.image, *row.planes]:
-                if not (self.images_dir / rel).is_file():
-                    missing.append(rel)
-        return missing
+        return [rel for rel, (size, _) in zip(self.files, self.file_stats.tolist()) if size < 0]
+
+    @functools.cached_property
+    def files(self) -> list[str]:
+        """Every image and label plane the index names, in row order (paths under images/)."""
+        return [rel for row in self.rows for rel in (row.image, *row.planes)]
+
+    @functools.cached_property
+    def file_stats(self) -> np.ndarray:
+        """(files, 2) int64: each file's size and modification time (ns), -1 when missing; one
+        stat per file, read once."""
+        stats = np.full((len(self.files), 2), -1, dtype=np.int64)
+        for i, rel in enumerate(self.files):
+            try:
+                st = os.stat(self.images_dir / rel)
+            except OSError:
+                continue
+            stats[i] = st.st_size, st.st_mtime_ns
+        return stats
+
+    @functools.cached_property
+    def files_fingerprint(self) -> str:
+        """sha256 over the size and modification time of every image and label plane: a
+        replaced picture under the same name changes it, without reading the files."""
+        h = hashlib.sha256("\n".join(self.files).encode())
+        h.update(self.file_stats.tobytes())
+        return h.hexdigest()
+
+    def changed_files(self, saved_stats: np.ndarray) -> list[str]:
+        """The files whose size or modification time differ from `saved_stats` (an earlier
+        `file_stats` of the same index)."""
+        if saved_stats.shape != self.file_stats.shape:
+            return list(self.files)
+        return [self.files[i] for i in np.flatnonzero((saved_stats != self.file_stats).any(axis=1))]
 
     @functools.cached_property
     def fingerprint(self) -> str:

@@ -14,15 +14,17 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+from netdissect.engine.settings import describe_changes
 from netdissect.errors import DissectError, Interrupted
 from netdissect.files import atomic_torch_save
 
-__all__ = ["Checkpoint", "STATE_DIR", "finished_layers"]
+__all__ = ["Checkpoint", "STATE_DIR", "finished_layers", "RecomputeWarning"]
 
 STATE_DIR = ".netdissect-state"
 
@@ -48,18 +50,20 @@ class Checkpoint:
         self.stop_requested = False
         self._last_save = time.monotonic()
 
-    def load(self) -> dict | None:
-        """The saved state of an interrupted run, if any; DissectError when its key differs."""
+    def load(self, explain: Callable[[dict], str] | None = None) -> dict | None:
+        """The saved state of an interrupted run, if any; DissectError naming what changed when
+        its key differs (`explain(state)` may add details, e.g. which files changed)."""
         if self.path is None or not self.path.is_file():
             return None
         state = torch.load(self.path, map_location="cpu", weights_only=True)
         saved = state.get("key", {})
         if saved != self.key:
-            changed = sorted(k for k in set(saved) | set(self.key) if saved.get(k) != self.key.get(k))
+            details = explain(state) if explain is not None else ""
             raise DissectError(
                 f"{self.path}: a saved state of an interrupted run exists, but "
-                f"{', '.join(changed)} changed since; refusing to mix them. Run the same command "
-                "as before to resume it, or pass --restart (restart=True) to discard it.")
+                f"{', '.join(describe_changes(saved, self.key))} changed since{details}; refusing "
+                "to mix them in one tally. Run the same command as before to resume it, or pass "
+                "--restart (restart=True) to discard it.")
         return state
 
     def save(self, state: dict) -> None:
@@ -112,7 +116,15 @@ def finished_layers(out: Path, layers: list[str], components: dict) -> dict:
     for name in layers:
         folder = out / layer_folder_name(name)
         if (folder / "stats.pt").is_file() and (folder / "summary.json").is_file():
-            summary = json.loads((folder / "summary.json").read_text())
-            if summary.get("fingerprint_components") == wanted:
+            saved = json.loads((folder / "summary.json").read_text()).get("fingerprint_components") or {}
+            if saved == wanted:
                 found[name] = LayerResult.load(folder)
+            else:
+                warnings.warn(f"{folder}: dissected with other {', '.join(describe_changes(saved, wanted))}; "
+                              f"layer {name!r} is dissected again.", RecomputeWarning, stacklevel=3)
     return found
+
+
+class RecomputeWarning(UserWarning):
+    """A finished layer in the output folder is not reused, because what decides its numbers
+    changed since it was dissected."""

@@ -98,7 +98,7 @@ class Passes:
             raise BrodenError(f"{len(missing)} file(s) named in {self.broden.root / 'index.csv'} are "
                               f"missing, e.g. images/{missing[0]}. Restore them, or pass --skip-bad "
                               "to skip and count those images.")
-        state = self.checkpoint.load()
+        state = self.checkpoint.load(self._explain_refusal)
         cache = None
         try:
             with torch.inference_mode(), self.checkpoint.catching_sigterm():
@@ -230,8 +230,20 @@ class Passes:
                            f"(row {int(index[b])}). Check the model's weights and the input "
                            "normalisation (--mean/--std).")
 
+    def _explain_refusal(self, state: dict) -> str:
+        """Which dataset files changed since a saved state, for the refusal message."""
+        saved = state.get("file_stats")
+        if saved is None:
+            return ""
+        changed = self.broden.changed_files(saved.numpy())
+        if not changed:
+            return ""
+        return (f" ({len(changed)} image or label file(s) changed since the saved state, e.g. "
+                f"images/{changed[0]})")
+
     def _save(self, phase: int, done: int, batches, cache) -> None:
         self.checkpoint.save({
+            "file_stats": torch.from_numpy(self.broden.file_stats),
             "phase": phase, "done": done, "batches": batches, "bad": self.bad,
             "timings": self.timings, "cache_sizes": cache.sizes() if cache is not None else None,
             "stats": {name: s.state_dict() for name, s in self.stats.items()}})

@@ -68,7 +68,7 @@ def run_dissection(probe: Probe, dataset: str | os.PathLike | Broden, settings: 
     preprocess = {"mean": list(probe.mean), "std": list(probe.std),
                   "input_size": list(probe.preprocess.size)}
     components = fingerprint_components(settings, broden.fingerprint, broden.categories,
-                                        probe.fingerprint(), preprocess)
+                                        probe.fingerprint(), preprocess, broden.files_fingerprint)
     out = Path(out) if out is not None else None
     reused = finished_layers(out, probe.layers, components) if out is not None and not restart else {}
     todo = [name for name in probe.layers if name not in reused]

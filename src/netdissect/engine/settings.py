@@ -26,7 +26,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from netdissect.errors import SettingsError
 
 __all__ = ["Settings", "DEFINITIONS", "ROLES", "setting_fields", "fingerprint_components",
-           "fingerprint", "state_key", "summary_settings"]
+           "fingerprint", "state_key", "summary_settings", "describe_changes"]
 
 DEFINITIONS = ("original", "lite")  # how A counts activation pixels (docs/method.md section 6)
 ROLES = ("numbers", "labels", "state", "runtime")
@@ -93,13 +93,31 @@ def default_of(f):
 
 
 def fingerprint_components(settings: Settings, dataset_fingerprint: str, categories: list[str],
-                           weights_fingerprint: str, preprocess: dict) -> dict:
-    """The inputs that decide a layer's statistics: the dataset, the weights, the
-    preprocessing (mean, std, input_size) and the `numbers` settings.  The IoU threshold and
-    definition are not among them: both definitions are tallied, labels are derived after."""
+                           weights_fingerprint: str, preprocess: dict, dataset_files: str) -> dict:
+    """The inputs that decide a layer's statistics: the dataset (its CSV files, and the size
+    and modification time of its images and label planes), the weights, the preprocessing
+    (mean, std, input_size) and the `numbers` settings.  The IoU threshold and definition are
+    not among them: both definitions are tallied, labels are derived after."""
     values = {f.name: getattr(settings, f.name) for f in setting_fields("numbers")}
     values["categories"] = list(categories)
-    return {"dataset": dataset_fingerprint, "weights": weights_fingerprint, **preprocess, **values}
+    return {"dataset": dataset_fingerprint, "dataset_files": dataset_files,
+            "weights": weights_fingerprint, **preprocess, **values}
+
+
+#: How a changed component is named in messages.
+COMPONENT_NAMES = {
+    "dataset": "the dataset's CSV files", "dataset_files": "the dataset's image or label files",
+    "weights": "the model's weights", "mean": "the input mean", "std": "the input std",
+    "input_size": "the input size", "layers": "the layers", "world_size": "the number of processes",
+    "format": "the format of saved states (an earlier netdissect version)",
+}
+
+
+def describe_changes(saved: dict, now: dict) -> list[str]:
+    """The components that differ between two component dicts (or state keys), named for
+    people: e.g. ["the dataset's image or label files", "quantile"]."""
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    return [COMPONENT_NAMES.get(k, k) for k in changed]
 
 
 def fingerprint(components: dict) -> str:

@@ -108,3 +108,14 @@ def test_the_fingerprint_reads_no_file_content(data):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # touched only
     assert netdissect.load_broden(data).files_fingerprint != before
     assert netdissect.load_broden(data).changed_files(broden.file_stats) == [broden.files[1]]
+
+
+def test_a_single_channel_label_plane_is_named_as_such(data, tmp_path):
+    plane = data / "images" / "gen" / "0002_color.png"
+    Image.fromarray(np.full((16, 16), 2, dtype=np.uint8), mode="L").save(plane)
+    with pytest.raises(netdissect.BrodenError, match=r"0002_color\.png: a single-channel PNG "
+                                                     r"\(mode L\).*R \+ 256\*G"):
+        netdissect.dissect(TinyNet(), data, ["conv2"], **QUIET)
+    skipped = netdissect.dissect(TinyNet(), data, ["conv2"], skip_bad=True, **QUIET)
+    assert skipped["conv2"].meta["dataset"]["images_skipped"] == 1
+    assert "single-channel" in skipped["conv2"].meta["dataset"]["skipped"][0]["reason"]

@@ -335,10 +335,18 @@ class BrodenImages(torch.utils.data.Dataset):
             path = self.broden.images_dir / rel
             try:
                 with Image.open(path) as im:
-                    rgb = np.asarray(im.convert("RGB"))
+                    mode = im.mode
+                    rgb = np.asarray(im.convert("RGB")) if mode in ("RGB", "RGBA") else None
             except (OSError, ValueError, SyntaxError) as e:
                 raise BrodenError(f"{path}: cannot read the label plane ({e}). Replace the file, "
                                   "or pass --skip-bad to skip and count such images.") from None
+            if rgb is None:
+                raise BrodenError(
+                    f"{path}: a single-channel PNG (mode {mode}), the usual encoding of "
+                    "ADE20K-style segmentations; Broden label planes are RGB with the label number "
+                    "= R + 256*G (blue unused). Convert it, e.g. labels = np.asarray(Image.open(f)); "
+                    "rgb = np.stack([labels % 256, labels // 256, 0 * labels], -1).astype('uint8'); "
+                    "Image.fromarray(rgb).save(f) (with the numbers of label.csv).")
             if rgb.shape[:2] != (sh, sw):
                 raise BrodenError(f"{path}: label plane is {rgb.shape[0]}x{rgb.shape[1]}, "
                                   f"index.csv says {sh}x{sw}.")

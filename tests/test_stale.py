@@ -119,3 +119,49 @@ def test_a_single_channel_label_plane_is_named_as_such(data, tmp_path):
     skipped = netdissect.dissect(TinyNet(), data, ["conv2"], skip_bad=True, **QUIET)
     assert skipped["conv2"].meta["dataset"]["images_skipped"] == 1
     assert "single-channel" in skipped["conv2"].meta["dataset"]["skipped"][0]["reason"]
+
+
+class CountingNet(TinyNet):
+    """TinyNet counting its forward passes."""
+
+    calls = 0
+
+    def forward(self, x):
+        CountingNet.calls += 1
+        return super().forward(x)
+
+
+def test_a_full_disk_leaves_the_earlier_results_and_loses_no_work(data, tmp_path, monkeypatch):
+    import errno
+
+    import netdissect.files as files
+    from netdissect.errors import ResultError
+
+    out = tmp_path / "out"
+    netdissect.dissect(TinyNet(), data, ["conv1", "conv2"], out=out, quantile=0.02, **QUIET)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    real, written = files._write_temp, []
+
+    def disk_full_at_the_fifth_file(path, data):
+        if len(written) == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        return real(path, data)
+
+    monkeypatch.setattr(files, "_write_temp", disk_full_at_the_fifth_file)
+    with pytest.raises(ResultError, match=r"could not be written \(No space left on device\)\. The "
+                                          r"files already there are unchanged.*saved state is kept"):
+        netdissect.dissect(TinyNet(), data, ["conv1", "conv2"], out=out, quantile=0.05, **QUIET)
+    monkeypatch.setattr(files, "_write_temp", real)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file() and ".netdissect-state" not in p.parts}
+    assert after == before  # not one file of the earlier results changed, no temporary left
+    assert list((out / ".netdissect-state").glob("state-*.pt"))
+    CountingNet.calls = 0
+    resumed = netdissect.dissect(CountingNet(), data, ["conv1", "conv2"], out=out, quantile=0.05, **QUIET)
+    assert CountingNet.calls == 0  # the passes were not redone: the saved state covered them
+    assert not (out / ".netdissect-state").exists()
+    fresh = netdissect.dissect(TinyNet(), data, ["conv1", "conv2"], quantile=0.05, **QUIET)
+    for layer in ("conv1", "conv2"):
+        assert torch.equal(resumed[layer].intersection, fresh[layer].intersection)
+        assert torch.equal(resumed[layer].thresholds, fresh[layer].thresholds)
+    assert (out / "conv2" / "tally.csv").read_bytes() != before[out / "conv2" / "tally.csv"]

@@ -14,11 +14,13 @@ from torch import nn
 
 from netdissect.data.broden import Broden
 from netdissect.engine.run import run_dissection
+from netdissect.engine.checkpoint import discard_state
 from netdissect.engine.settings import Settings
-from netdissect.errors import SettingsError
+from netdissect.errors import ResultError, SettingsError
 from netdissect.models.preprocess import Preprocess
 from netdissect.models.probe import Probe
 from netdissect.results import Dissection
+from netdissect.stats.distributed import gather_objects
 
 __all__ = ["dissect", "as_probe", "is_main_process"]
 
@@ -56,14 +58,29 @@ def dissect(model: nn.Module | Probe, dataset: str | os.PathLike | Broden,
     settings = Settings.from_options({**(vars(settings) if settings else {}), **options})
     result = run_dissection(probe, dataset, settings, device=device, out=out, progress=progress,
                             restart=restart)
-    if out is not None and is_main_process():
-        result.save(out)
-        if report:
+    if out is not None:
+        rank, size = _rank_and_size()
+        if rank == 0:
+            _save(result, out)
+        gather_objects(None)  # every process waits until the results are written
+        discard_state(out, rank, size)
+        if rank == 0 and report:
             from netdissect.report import write_report
 
             root = dataset.root if isinstance(dataset, Broden) else dataset
             write_report(result, out, dataset=root, progress=progress)
     return result
+
+
+def _save(result: Dissection, out) -> None:
+    """Write the result files; a failure (a full disk) says that nothing was lost."""
+    try:
+        result.save(out)
+    except OSError as e:
+        raise ResultError(
+            f"{out}: the results could not be written ({e.strerror or e}). The files already "
+            "there are unchanged, and the run's saved state is kept: free some space and run "
+            "the same command again; it writes the results without redoing the passes.") from e
 
 
 def as_probe(model: nn.Module | Probe, layers: list[str] | None = None, mean=None, std=None,
@@ -81,6 +98,10 @@ def as_probe(model: nn.Module | Probe, layers: list[str] | None = None, mean=Non
 
 
 def is_main_process() -> bool:
+    return _rank_and_size()[0] == 0
+
+
+def _rank_and_size() -> tuple[int, int]:
     import torch.distributed as dist
 
-    return not dist.is_initialized() or dist.get_rank() == 0
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)

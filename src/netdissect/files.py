@@ -1,6 +1,7 @@
 """Every file netdissect writes goes through here: atomically, so never half a file.
 
     atomic_write_bytes / atomic_write_text / atomic_write_json / atomic_torch_save
+    atomic_write_files({path: bytes})   several files as one: all renamed, or none
     write_csv(path, rows)         dict rows with a header, columns in first-seen order
     sha256_file(path)             hex digest, read in chunks
     new_figure(...), save_figure(fig, stem)   matplotlib's object API (no pyplot, no backend
@@ -20,8 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
-           "write_csv", "sha256_file", "new_figure", "save_figure", "confined", "FIGURE_DPI"]
+__all__ = ["atomic_write_bytes", "atomic_write_files", "atomic_write_text", "atomic_write_json",
+           "atomic_torch_save", "json_bytes", "torch_bytes", "csv_bytes", "write_csv", "sha256_file", "new_figure", "save_figure", "confined", "FIGURE_DPI"]
 
 FIGURE_DPI = 150
 _CHUNK = 1 << 20
@@ -29,18 +30,39 @@ _CHUNK = 1 << 20
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename: never half a file."""
-    path = Path(path)
+    atomic_write_files({path: data})
+
+
+def atomic_write_files(contents: dict) -> None:
+    """Write several files as one ({path: bytes}): every file goes to a temporary name first,
+    and only when all are written are they renamed into place.  A failure on the way (a full
+    disk) leaves every target as it was: no new results mixed with old ones."""
+    written: list[tuple[str, Path]] = []
+    try:
+        for path, data in contents.items():
+            path = Path(path)
+            written.append((_write_temp(path, data), path))
+    except BaseException:
+        for tmp, _ in written:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
+    for tmp, path in written:
+        os.replace(tmp, path)
+
+
+def _write_temp(path: Path, data: bytes) -> str:
+    """`data` in a new temporary file next to `path`; its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
+    return tmp
 
 
 def _umask() -> int:
@@ -54,20 +76,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, value, indent: int = 1) -> None:
-    atomic_write_text(path, json.dumps(value, indent=indent) + "\n")
+    atomic_write_bytes(path, json_bytes(value, indent))
 
 
 def atomic_torch_save(path: str | os.PathLike, value) -> None:
     """`torch.save` through a temporary file (read back with `weights_only=True`)."""
+    atomic_write_bytes(path, torch_bytes(value))
+
+
+def json_bytes(value, indent: int = 1) -> bytes:
+    """`value` as the JSON text netdissect writes (UTF-8, a final newline)."""
+    return (json.dumps(value, indent=indent) + "\n").encode("utf-8")
+
+
+def torch_bytes(value) -> bytes:
+    """`value` as `torch.save` writes it."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(value, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
-    """Write `rows` (dicts) as CSV with a header, atomically; columns in first-seen order."""
+def csv_bytes(rows: list[dict], fieldnames: list[str] | None = None) -> bytes:
+    """`rows` (dicts) as CSV with a header; columns in first-seen order unless given."""
     if fieldnames is None:
         fieldnames = []
         for row in rows:
@@ -76,7 +108,12 @@ def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames: list[str] |
     writer = csv.DictWriter(text, fieldnames=fieldnames, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, text.getvalue())
+    return text.getvalue().encode("utf-8")
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
+    """Write `rows` (dicts) as CSV with a header, atomically; columns in first-seen order."""
+    atomic_write_bytes(path, csv_bytes(rows, fieldnames))
     return Path(path)
 
 

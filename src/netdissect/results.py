@@ -12,8 +12,6 @@ pandas view per layer, and saves / loads the result folder:
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Callable
@@ -25,7 +23,7 @@ import torch
 
 from netdissect.engine.settings import DEFINITIONS
 from netdissect.errors import ResultError, SettingsError
-from netdissect.files import atomic_torch_save, atomic_write_json, atomic_write_text
+from netdissect.files import atomic_write_files, csv_bytes, json_bytes, torch_bytes
 
 __all__ = ["Dissection", "LayerResult", "LabelSpace", "UnitLabels", "layer_folder_name", "DEFINITIONS"]
 
@@ -238,18 +236,19 @@ class LayerResult:
         """summary.json: the counts and the recorded metadata."""
         return {"layer": self.layer, **self.counts(), **self.meta}
 
-    def save(self, folder: str | os.PathLike, image_names: list[str] | None = None) -> Path:
-        """Write tally.csv, units.json, summary.json and stats.pt under `folder`, atomically."""
-        folder = Path(folder)
-        atomic_torch_save(folder / "stats.pt", self.state_dict())
-        text = io.StringIO()
+    def files(self, image_names: list[str] | None = None) -> dict[str, bytes]:
+        """The contents of stats.pt, tally.csv, units.json and summary.json, by file name."""
         rows = self.tally_rows()
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["unit"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(folder / "tally.csv", text.getvalue())
-        atomic_write_json(folder / "units.json", self.unit_records(image_names))
-        atomic_write_json(folder / "summary.json", self.summary())
+        return {"stats.pt": torch_bytes(self.state_dict()),
+                "tally.csv": csv_bytes(rows, list(rows[0]) if rows else ["unit"]),
+                "units.json": json_bytes(self.unit_records(image_names)),
+                "summary.json": json_bytes(self.summary())}
+
+    def save(self, folder: str | os.PathLike, image_names: list[str] | None = None) -> Path:
+        """Write tally.csv, units.json, summary.json and stats.pt under `folder`, as one
+        (all or none)."""
+        folder = Path(folder)
+        atomic_write_files({folder / name: data for name, data in self.files(image_names).items()})
         return folder
 
     @classmethod
@@ -308,12 +307,16 @@ class Dissection:
         return self
 
     def save(self, out: str | os.PathLike) -> Path:
+        """Write every layer's files and dissection.json under `out`, all as one: a failure
+        (a full disk) leaves the files already there as they were."""
         out = Path(out)
-        for name, result in self.layers.items():
-            result.save(out / layer_folder_name(name), self.image_names)
-        atomic_write_json(out / "dissection.json", {
+        contents = {out / layer_folder_name(name) / file: data
+                    for name, result in self.layers.items()
+                    for file, data in result.files(self.image_names).items()}
+        contents[out / "dissection.json"] = json_bytes({
             "layers": {name: layer_folder_name(name) for name in self.layers},
             "image_names": self.image_names or []})
+        atomic_write_files(contents)
         self.out = out
         return out
 

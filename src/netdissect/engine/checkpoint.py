@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import threading
@@ -24,7 +25,7 @@ from netdissect.engine.settings import describe_changes
 from netdissect.errors import DissectError, Interrupted
 from netdissect.files import atomic_torch_save
 
-__all__ = ["Checkpoint", "STATE_DIR", "finished_layers", "RecomputeWarning"]
+__all__ = ["Checkpoint", "STATE_DIR", "finished_layers", "discard_state", "RecomputeWarning"]
 
 STATE_DIR = ".netdissect-state"
 
@@ -96,14 +97,18 @@ class Checkpoint:
     def _on_signal(self, signum, frame) -> None:
         self.stop_requested = True
 
-    def finish(self) -> None:
-        """The run finished: its state is no longer needed (the last rank removes the folder)."""
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-            try:
-                self.path.parent.rmdir()
-            except OSError:
-                pass
+
+
+def discard_state(out: str | os.PathLike, rank: int = 0, world_size: int = 1) -> None:
+    """The run's results are written: its saved state is no longer needed (the last process
+    to finish removes the folder)."""
+    folder = Path(out) / STATE_DIR
+    (folder / f"state-rank{rank}-of-{world_size}.pt").unlink(missing_ok=True)
+    shutil.rmtree(folder / f"cache-rank{rank}", ignore_errors=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def finished_layers(out: Path, layers: list[str], components: dict) -> dict:

@@ -92,7 +92,9 @@ class Passes:
         self.timings: dict[str, float] = {}
 
     def run(self) -> dict[str, LayerStats]:
-        """Both passes; returns the statistics by layer (after `start_tally`)."""
+        """Both passes; returns the statistics by layer (after `start_tally`).  The last saved
+        state covers the whole run: whoever writes the results removes it afterwards
+        (`checkpoint.discard_state`), so a failed write loses no work."""
         missing = self.broden.check_files()
         if missing and not self.settings.skip_bad:
             raise BrodenError(f"{len(missing)} file(s) named in {self.broden.root / 'index.csv'} are "
@@ -106,6 +108,7 @@ class Passes:
                 for s in self.stats.values():
                     s.start_tally()
                 self._tally_pass(cache, batches, state if state and state["phase"] == 2 else None)
+                self._save(2, len(batches), batches, None)  # kept until the results are written
         except BaseException:
             if cache is not None:
                 cache.close(remove=self.checkpoint.path is None)
@@ -113,7 +116,6 @@ class Passes:
         if cache is not None:
             cache.close()
         self.bad = [b for part in gather_objects(self.bad) for b in part]
-        self.checkpoint.finish()
         return self.stats
 
     # -- pass 1 ---------------------------------------------------------------------------

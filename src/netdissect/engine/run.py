@@ -42,7 +42,9 @@ def run_dissection(probe: Probe, dataset: str | os.PathLike | Broden, settings: 
     """Dissect the layers of `probe` on a Broden-format dataset (docs/method.md 4-7).
 
     `out` is where the state of an interrupted run is kept (and where finished layers with the
-    same fingerprint are found and reused, unless `restart`).  Under torchrun the images are
+    same fingerprint are found and reused, unless `restart`); the state stays there until the
+    caller has written the results and calls `checkpoint.discard_state(out, rank, size)`
+    (`netdissect.dissect` does), so a failed write loses no work.  Under torchrun the images are
     split across the processes; every process returns the whole result.  The model is put back
     on its device and in its mode afterwards.
     """

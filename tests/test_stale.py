@@ -165,3 +165,23 @@ def test_a_full_disk_leaves_the_earlier_results_and_loses_no_work(data, tmp_path
         assert torch.equal(resumed[layer].intersection, fresh[layer].intersection)
         assert torch.equal(resumed[layer].thresholds, fresh[layer].thresholds)
     assert (out / "conv2" / "tally.csv").read_bytes() != before[out / "conv2" / "tally.csv"]
+
+
+def test_a_file_rewritten_between_the_passes_stops_the_run(data, tmp_path, monkeypatch):
+    """Pass 2 reads the label planes again; their content must be what pass 1 read (a resumed
+    run whose dataset changed in between, even with sizes and times kept)."""
+    from netdissect.engine import passes
+
+    plane = data / "images" / "gen" / "0005_color.png"
+    stat = plane.stat()
+    real = passes.Passes._tally_pass
+
+    def rewrite_then_tally(self, *args):
+        save_plane(plane, np.full((16, 16), 1, dtype=np.int64))
+        os.utime(plane, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same time: only content
+        return real(self, *args)
+
+    monkeypatch.setattr(passes.Passes, "_tally_pass", rewrite_then_tally)
+    with pytest.raises(DissectError, match=r"gen/0005\.jpg or its label planes changed since pass 1 "
+                                           r"read them.*--restart"):
+        netdissect.dissect(TinyNet(), data, ["conv2"], out=tmp_path / "out", **QUIET)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -293,8 +294,10 @@ class BrodenImages(torch.utils.data.Dataset):
     `images=True` yields the image as uint8 (3, H, W), resized to `input_size` when the file's
     size differs; `labels=True` yields the label planes of the selected categories as int64
     (planes, sh, sw), with labels that are not scored set to 0, a label repeated in several
-    planes at one pixel kept once, and the image-level labels (int64 vector).  A file that
-    cannot be read gives a sample with `bad` set to the reason.
+    planes at one pixel kept once, and the image-level labels (int64 vector).  Each file is read
+    once; `image_digest` / `labels_digest` are content hashes of the bytes read (so the passes
+    can tell whether a file changed between them).  A file that cannot be read gives a sample
+    with `bad` set to the reason.
     """
 
     def __init__(self, broden: Broden, images: bool = True, labels: bool = True,
@@ -310,19 +313,28 @@ class BrodenImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row = self.broden.rows[index]
-        sample: dict = {"index": index, "bad": ""}
+        sample: dict = {"index": index, "bad": "", "image_digest": 0, "labels_digest": 0}
         try:
             if self.images:
-                sample["image"] = self._load_image(row.image)
+                sample["image"], sample["image_digest"] = self._load_image(row.image)
             if self.labels:
-                sample["planes"], sample["image_labels"] = self._load_labels(row)
+                sample["planes"], sample["image_labels"], sample["labels_digest"] = self._load_labels(row)
         except BrodenError as e:
             sample["bad"] = str(e)
         return sample
 
-    def _load_image(self, rel: str) -> torch.Tensor:
+    def _read(self, rel: str, what: str) -> bytes:
+        path = self.broden.images_dir / rel
         try:
-            return load_rgb(self.broden.images_dir / rel, self.input_size)
+            return path.read_bytes()
+        except OSError as e:
+            raise BrodenError(f"{path}: cannot read the {what} ({e}). Replace the file, or pass "
+                              "--skip-bad to skip and count such images.") from None
+
+    def _load_image(self, rel: str) -> tuple[torch.Tensor, int]:
+        data = self._read(rel, "image")
+        try:
+            return load_rgb(self.broden.images_dir / rel, self.input_size, data), _digest([data])
         except ValueError as e:
             raise BrodenError(f"{e} Replace the file, or pass --skip-bad to skip and count such "
                               "images.") from None
@@ -331,10 +343,11 @@ class BrodenImages(torch.utils.data.Dataset):
         sh, sw = self.broden.label_size
         known, scored = self.broden.label_known, self.scored
         planes = np.zeros((len(row.planes), sh, sw), dtype=np.int64)
-        for j, rel in enumerate(row.planes):
+        files = [self._read(rel, "label plane") for rel in row.planes]
+        for j, (rel, data) in enumerate(zip(row.planes, files)):
             path = self.broden.images_dir / rel
             try:
-                with Image.open(path) as im:
+                with Image.open(io.BytesIO(data)) as im:
                     mode = im.mode
                     rgb = np.asarray(im.convert("RGB")) if mode in ("RGB", "RGBA") else None
             except (OSError, ValueError, SyntaxError) as e:
@@ -364,7 +377,16 @@ class BrodenImages(torch.utils.data.Dataset):
             planes[1:][planes[1:] == planes[:-1]] = 0
         if len(image_labels) and len(planes):
             planes[np.isin(planes, image_labels)] = 0
-        return torch.from_numpy(planes), torch.from_numpy(image_labels)
+        return torch.from_numpy(planes), torch.from_numpy(image_labels), _digest(files)
+
+
+def _digest(contents: list[bytes]) -> int:
+    """A 63-bit content hash of some files' bytes (never 0, which means "not read")."""
+    h = hashlib.blake2b(digest_size=8)
+    for data in contents:
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return (int.from_bytes(h.digest(), "little") >> 1) or 1
 
 
 def collate_samples(samples: list[dict]) -> dict:
@@ -373,6 +395,8 @@ def collate_samples(samples: list[dict]) -> dict:
     bad = [(s["index"], s["bad"]) for s in samples if s["bad"]]
     good = [s for s in samples if not s["bad"]]
     batch: dict = {"bad": bad, "index": torch.tensor([s["index"] for s in good], dtype=torch.int64)}
+    for key in ("image_digest", "labels_digest"):  # content hashes of the files read, 0: not read
+        batch[key] = torch.tensor([s[key] for s in good], dtype=torch.int64)
     if good and "image" in good[0]:
         batch["image"] = torch.stack([s["image"] for s in good])
     if good and "planes" in good[0]:

@@ -90,6 +90,9 @@ class Passes:
         self.stats: dict[str, LayerStats] = {}
         self.bad: list[tuple[int, str]] = []
         self.timings: dict[str, float] = {}
+        # content hashes of each row's image and label files as pass 1 read them (0: not read)
+        n = len(broden.rows)
+        self.digests = {"image": torch.zeros(n, dtype=torch.int64), "labels": torch.zeros(n, dtype=torch.int64)}
 
     def run(self) -> dict[str, LayerStats]:
         """Both passes; returns the statistics by layer (after `start_tally`).  The last saved
@@ -131,6 +134,7 @@ class Passes:
                 self.stats[name] = self._new_stats(tuple(saved["shape"]), n)
                 self.stats[name].load_state_dict(saved)
             batches, self.bad, self.timings = state["batches"], state["bad"], state["timings"]
+            self.digests = state["digests"]
             if self.checkpoint.cache_dir is not None:
                 cache = activation_cache.ActivationCache.reopen(
                     self.checkpoint.cache_dir, self.probe.layers, state["cache_sizes"])
@@ -162,6 +166,8 @@ class Passes:
                             if cache is not None:
                                 cache.write(name, acts)
                         batches.append(index.tolist())
+                        self.digests["image"][index] = batch["image_digest"]
+                        self.digests["labels"][index] = batch["labels_digest"]
                     bar.update(len(index) + len(batch["bad"]))
                     self.timings["activations"] = time.perf_counter() - start
                     self._maybe_save(1, number + 1, batches, cache)
@@ -191,6 +197,7 @@ class Passes:
                     raise BrodenError(f"{batch['bad'][0][1]} (it was readable in pass 1; is the "
                                       "dataset changing during the run?)")
                 index = batch["index"]
+                self._check_unchanged(batch, cache is None)
                 if cache is not None:
                     outputs = {name: cache.read(name, self.stats[name].shape, len(index)).to(self.device)
                                for name in self.probe.layers}
@@ -232,6 +239,21 @@ class Passes:
                            f"(row {int(index[b])}). Check the model's weights and the input "
                            "normalisation (--mean/--std).")
 
+    def _check_unchanged(self, batch: dict, images: bool) -> None:
+        """Pass 2 reads each row's label planes (and image, without a cache) again: their
+        content must be what pass 1 read, or the tally would mix two datasets."""
+        index = batch["index"]
+        changed = batch["labels_digest"] != self.digests["labels"][index]
+        if images:
+            changed |= batch["image_digest"] != self.digests["image"][index]
+        if bool(changed.any()):
+            row = self.broden.rows[int(index[changed][0])]
+            raise DissectError(
+                f"{self.broden.images_dir / row.image} or its label planes changed since pass 1 "
+                f"read them ({int(changed.sum())} row(s) of this batch): the dataset was rewritten "
+                "during the run, or between an interruption and its resume. Run again with "
+                "--restart once the dataset stays as it is.")
+
     def _explain_refusal(self, state: dict) -> str:
         """Which dataset files changed since a saved state, for the refusal message."""
         saved = state.get("file_stats")
@@ -245,7 +267,7 @@ class Passes:
 
     def _save(self, phase: int, done: int, batches, cache) -> None:
         self.checkpoint.save({
-            "file_stats": torch.from_numpy(self.broden.file_stats),
+            "file_stats": torch.from_numpy(self.broden.file_stats), "digests": self.digests,
             "phase": phase, "done": done, "batches": batches, "bad": self.bad,
             "timings": self.timings, "cache_sizes": cache.sizes() if cache is not None else None,
             "stats": {name: s.state_dict() for name, s in self.stats.items()}})

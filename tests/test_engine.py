@@ -15,14 +15,22 @@ def big_broden(tmp_path_factory):
     return make_broden(tmp_path_factory.mktemp("engine") / "broden", images=240, seed=3)
 
 
+@pytest.fixture(scope="module", params=["always", "never"])
+def both_pass2_paths(request, big_broden):
+    """The engine's result with pass 2 reading the activation cache, and running the model."""
+    result = netdissect.dissect(TinyNet(seed=1), big_broden, ["conv1", "conv2"], quantile=0.02,
+                                batch_size=16, workers=0, progress=False, cache=request.param)
+    source = {"always": "cache", "never": "model"}[request.param]
+    assert all(r.meta["pass2_source"] == source for r in result.layers.values())
+    return result
+
+
 @pytest.mark.parametrize("layer", ["conv1", "conv2"])
-def test_engine_equals_brute_force(big_broden, layer):
+def test_engine_equals_brute_force(big_broden, both_pass2_paths, layer):
     model = TinyNet(seed=1)
     q = 0.02
-    result = netdissect.dissect(model, big_broden, ["conv1", "conv2"], quantile=q, batch_size=16,
-                                workers=0, progress=False)
     ref = reference_dissect(big_broden, model, layer, q=q)
-    r = result[layer]
+    r = both_pass2_paths[layer]
     np.testing.assert_allclose(r.thresholds.numpy(), ref["thresholds"], rtol=1e-6, atol=0)
     L = ref["I"].shape[1]
     assert np.array_equal(r.truth.numpy()[:L], ref["G"])

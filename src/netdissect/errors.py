@@ -15,7 +15,7 @@ FileNotFoundError for missing result folders), so existing `except` clauses keep
 from __future__ import annotations
 
 __all__ = ["NetDissectError", "SettingsError", "BrodenError", "LayerError", "ModelError",
-           "WeightsError", "DissectError", "DownloadError", "ResultError", "Interrupted",
+           "WeightsError", "DissectError", "DownloadError", "ResultError", "OutputError", "Interrupted",
            "EXIT_ERROR", "EXIT_CTRL_C", "EXIT_SIGTERM"]
 
 EXIT_ERROR = 2
@@ -53,6 +53,10 @@ class DissectError(NetDissectError, RuntimeError):
 
 class DownloadError(NetDissectError):
     """A download that failed; the message says what to do next."""
+
+
+class OutputError(NetDissectError, FileExistsError):
+    """An output folder that exists and holds something else; the message says what to do."""
 
 
 class ResultError(NetDissectError, FileNotFoundError):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from netdissect.engine.settings import DEFINITIONS
+from netdissect.engine.settings import DEFINITIONS, check_iou_threshold
 from netdissect.errors import ResultError, SettingsError
 from netdissect.files import atomic_write_files, csv_bytes, json_bytes, torch_bytes
 
@@ -223,6 +223,7 @@ class LayerResult:
 
     def relabel(self, iou_threshold: float | None = None, definition: str | None = None) -> "LayerResult":
         """Use another IoU threshold or definition from now on (labels are derived on demand)."""
+        check_iou_threshold(iou_threshold)
         settings = self.meta.setdefault("settings", {})
         if iou_threshold is not None:
             self.iou_threshold = settings["iou_threshold"] = iou_threshold

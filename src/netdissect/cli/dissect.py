@@ -37,11 +37,14 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("layers", help="list a model's layers, output shapes and dissectability",
                        description="Run one dummy input of the model's size and list every "
                                    "module with its output shape, marking which layers can be "
-                                   "dissected as they are, after token reshaping, or not.")
+                                   "dissected as they are, after token reshaping, or not "
+                                   "(\"no (runs 2x)\": a module called more than once in one "
+                                   "pass, whose output is ambiguous: dissect its block instead).")
     p.add_argument("model", help="model spec, as for `netdissect dissect --model`")
     p.add_argument("--weights")
     p.add_argument("--input-size", type=int, help="input side (default: the model's, else 224)")
-    p.add_argument("--all", action="store_true", help="also list layers that cannot be dissected")
+    p.add_argument("--all", action="store_true", help="also list layers that cannot be dissected "
+                                                      "(modules that run more than once are always listed)")
     p.set_defaults(func=run_layers)
 
 
@@ -97,16 +100,25 @@ def run_layers(args: argparse.Namespace) -> int:
     from netdissect.models.trace import list_layers
     from netdissect.models.zoo import build_model
 
+    if args.input_size is not None and args.input_size < 1:
+        raise SettingsError(f"--input-size must be at least 1, got {args.input_size}")
     probe = build_model(args.model, weights=args.weights)
     size = args.input_size or probe.input_size or 224
-    records = list_layers(probe.model, torch.zeros(1, 3, size, size))
+    try:
+        records = list_layers(probe.model, torch.zeros(1, 3, size, size))
+    except RuntimeError as e:  # e.g. an input too small for the model's strides
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SettingsError(f"model {args.model!r} cannot run on a {size}x{size} input "
+                            f"(--input-size): {first}") from None
     marks = {"yes": "yes", "tokens": "tokens->grid", "no": "no"}
     print(f"{probe.name}: {size}x{size} input; default layers: {', '.join(probe.default_layers) or '-'}")
     for r in records:
+        repeated = r.get("calls", 1) > 1 and r["dissectable"] != "no"
         if r["dissectable"] == "no" and not args.all:
             continue
         alias = probe.friendly_name(r["name"])
         shape = "x".join(str(d) for d in r["shape"]) if r["shape"] else "-"
-        print(f"  {r['name']:<40} {r['type']:<22} {shape:<18} {marks[r['dissectable']]:<13}"
+        mark = f"no (runs {r['calls']}x)" if repeated else marks[r["dissectable"]]
+        print(f"  {r['name']:<40} {r['type']:<22} {shape:<18} {mark:<13}"
               f"{alias if alias != r['name'] else ''}")
     return 0

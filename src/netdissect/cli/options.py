@@ -78,8 +78,23 @@ def add_model_options(p: argparse.ArgumentParser, layers: str | None = "--layers
 
 
 def probe_from_args(args: argparse.Namespace):
-    """The Probe of the model options: built, layers selected, preprocessing overridden."""
+    """The Probe of the model options: built, layers selected, preprocessing overridden.
+    `--device` (when the command has it) and `--input-size` are checked first, so a wrong
+    value is one line before any model is built."""
+    from netdissect.errors import SettingsError
+    from netdissect.models.probe import check_device
     from netdissect.models.zoo import build_model
+
+    if getattr(args, "device", None):
+        check_device(args.device)
+    if args.input_size is not None and args.input_size < 1:
+        raise SettingsError(f"--input-size must be at least 1, got {args.input_size}")
+    for option in ("mean", "std"):
+        values = getattr(args, option)
+        if values and not all(v == v and abs(v) != float("inf") for v in values):
+            raise SettingsError(f"--{option} takes finite numbers, got {','.join(map(str, values))}")
+    if args.std and any(v <= 0 for v in args.std):
+        raise SettingsError(f"--std values must be above 0, got {','.join(map(str, args.std))}")
 
     layers = getattr(args, "layers", None) or ([args.layer] if getattr(args, "layer", None) else None)
     probe = build_model(args.model, weights=args.weights, preset=args.preset, layers=layers)
@@ -110,7 +125,11 @@ def add_settings_options(p: argparse.ArgumentParser, only: list[str] | None = No
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return Settings.from_options(vars(args))
+    """The Settings of the options, checked (SettingsError naming the option), also for the
+    commands that pass a few of them on without a Settings (ablate's --batch-size)."""
+    settings = Settings.from_options(vars(args))
+    settings.check()
+    return settings
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -45,6 +45,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+from netdissect.errors import OutputError, SettingsError
 
 IMAGE_SIZE = 224
 LABEL_SIZE = 112
@@ -1072,10 +1073,10 @@ def generate_toyworld(out: str | os.PathLike, images: int = 2000, seed: int = 0,
     result is the same for any number of workers.
     """
     if images < 1:
-        raise ValueError(f"images must be at least 1, got {images}")
+        raise SettingsError(f"--images must be at least 1, got {images}")
     out = Path(out).expanduser().absolute()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and read_manifest(out) is None)):
-        raise FileExistsError(f"{out}: exists and is not a toy world; remove it or choose "
+        raise OutputError(f"{out}: exists and is not a toy world; remove it or choose "
                               "another output folder.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -83,21 +83,23 @@ class ActivationCache:
 
 
 def decide(outputs: dict[str, torch.Tensor], images: int, limit_gb: float, folder: Path | None,
-           forward: Callable[[], object], layers: list[str]) -> ActivationCache | None:
-    """A cache for pass 2 when it fits `limit_gb` and the disk, and when writing and reading it
-    back is faster than running the model again: `forward()` runs the model once more on the
-    first batch (`outputs`, after the warm-up of its first pass) to time it.  `images` is the
+           forward: Callable[[], object], layers: list[str], policy: str = "auto"
+           ) -> ActivationCache | None:
+    """A cache for pass 2 when it fits `limit_gb` and the disk, and (policy "auto") when
+    writing and reading it back is faster than running the model again: `forward()` runs the
+    model once more on the first batch (`outputs`, after the warm-up of its first pass) to
+    time it.  Policy "always" skips the timing, "never" caches nothing.  `images` is the
     number of images this process will cache."""
     batch = next(iter(outputs.values())).shape[0]
     per_image = sum(int(np.prod(a.shape[1:])) for a in outputs.values()) * 4
     needed = per_image * images
-    if needed > limit_gb * 2**30:
+    if policy == "never" or needed > limit_gb * 2**30:
         return None
-    start = time.perf_counter()
-    forward()
-    forward_per_image = (time.perf_counter() - start) / batch
-    if per_image / CACHE_BYTES_PER_SECOND > forward_per_image:
-        return None
+    if policy == "auto":
+        start = time.perf_counter()
+        forward()
+        if per_image / CACHE_BYTES_PER_SECOND > (time.perf_counter() - start) / batch:
+            return None
     folder = folder or Path(tempfile.mkdtemp(prefix="netdissect-cache-"))
     folder.mkdir(parents=True, exist_ok=True)
     if needed * 1.2 > shutil.disk_usage(folder).free:

@@ -125,8 +125,9 @@ def finished_layers(out: Path, layers: list[str], components: dict) -> dict:
             if saved == wanted:
                 found[name] = LayerResult.load(folder)
             else:
-                warnings.warn(f"{folder}: dissected with other {', '.join(describe_changes(saved, wanted))}; "
-                              f"layer {name!r} is dissected again.", RecomputeWarning, stacklevel=3)
+                warnings.warn(f"{folder}: {', '.join(describe_changes(saved, wanted))} changed since "
+                              f"it was dissected; layer {name!r} is dissected again.",
+                              RecomputeWarning, stacklevel=3)
     return found
 
 

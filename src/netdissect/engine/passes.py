@@ -90,6 +90,7 @@ class Passes:
         self.stats: dict[str, LayerStats] = {}
         self.bad: list[tuple[int, str]] = []
         self.timings: dict[str, float] = {}
+        self.pass2_source = ""  # where pass 2 read the layer outputs: "cache" or "model"
         # content hashes of each row's image and label files as pass 1 read them (0: not read)
         n = len(broden.rows)
         self.digests = {"image": torch.zeros(n, dtype=torch.int64), "labels": torch.zeros(n, dtype=torch.int64)}
@@ -159,7 +160,7 @@ class Passes:
                                 cache = activation_cache.decide(
                                     outputs, len(shard), self.settings.cache_limit_gb,
                                     self.checkpoint.cache_dir, lambda: self.probe(batch["image"]),
-                                    self.probe.layers)
+                                    self.probe.layers, self.settings.cache)
                         for name, acts in outputs.items():
                             self._check_finite(name, acts, index)
                             self.stats[name].observe(acts, index)
@@ -191,6 +192,7 @@ class Passes:
             for name, s in self.stats.items():
                 cache.seek(name, skipped * int(np.prod(s.shape)))
         total = sum(len(b) for b in batches)
+        self.pass2_source = "cache" if cache is not None else "model"
         with self._bar(total, sum(len(b) for b in batches[:done]), "pass 2/2: tally") as bar:
             for number, batch in enumerate(self._loader(cache is None, batches[done:]), start=done):
                 if batch["bad"]:

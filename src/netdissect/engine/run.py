@@ -21,7 +21,7 @@ from netdissect.engine.passes import LayerStats, Passes
 from netdissect.engine.settings import (Settings, fingerprint, fingerprint_components, state_key,
                                         summary_settings)
 from netdissect.errors import DissectError, SettingsError
-from netdissect.models.probe import Probe, default_device
+from netdissect.models.probe import Probe, check_device
 from netdissect.results import Dissection, LabelSpace, LayerResult
 from netdissect.stats.distributed import World, gather_objects, init_world
 
@@ -55,7 +55,7 @@ def run_dissection(probe: Probe, dataset: str | os.PathLike | Broden, settings: 
     if not probe.layers:
         raise SettingsError("name at least one layer to dissect (--layers)")
     broden = dataset if isinstance(dataset, Broden) else load_broden(dataset, settings.categories)
-    device = torch.device(device) if device else default_device()
+    device = check_device(device)
     world = init_world(device)
     if world.size > 1 and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", world.local_rank)
@@ -138,6 +138,6 @@ def _meta(settings: Settings, broden: Broden, probe: Probe, components: dict, pr
         "versions": {"netdissect": __version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
-        "device": str(device), "world_size": world.size,
+        "device": str(device), "world_size": world.size, "pass2_source": passes.pass2_source,
         "timings": {f"{k}_seconds": round(v, 3) for k, v in passes.timings.items()},
     }

@@ -26,10 +26,11 @@ from dataclasses import MISSING, dataclass, field, fields
 from netdissect.errors import SettingsError
 
 __all__ = ["Settings", "DEFINITIONS", "ROLES", "setting_fields", "fingerprint_components",
-           "fingerprint", "state_key", "summary_settings", "describe_changes"]
+           "fingerprint", "state_key", "summary_settings", "describe_changes", "check_iou_threshold"]
 
 DEFINITIONS = ("original", "lite")  # how A counts activation pixels (docs/method.md section 6)
 ROLES = ("numbers", "labels", "state", "runtime")
+CACHE_POLICIES = ("auto", "always", "never")
 
 
 def _setting(default, role: str, help: str, **cli):
@@ -58,11 +59,17 @@ class Settings:
     workers: int | None = _setting(None, "runtime", "data-loader worker processes (default: up to 4)")
     cache_limit_gb: float = _setting(8.0, "runtime", "largest on-disk activation cache; above it "
                                      "pass 2 runs the model again (default 8)")
+    cache: str = _setting("auto", "runtime", "pass 2 reads pass 1's outputs from an on-disk cache "
+                          "(always), runs the model again (never), or whichever is faster, timed "
+                          "on the first batch (auto, the default)", choices=CACHE_POLICIES)
     checkpoint_seconds: float = _setting(300.0, "runtime", "save the run's state this often, to "
                                          "resume after an interruption (default 300)")
 
     def check(self) -> None:
         """SettingsError naming the option when a value is out of range."""
+        check_iou_threshold(self.iou_threshold)
+        if self.cache_limit_gb < 0 or self.checkpoint_seconds < 0:
+            raise SettingsError("--cache-limit-gb and --checkpoint-seconds must be 0 or more")
         if not 0.0 < self.quantile < 1.0:
             raise SettingsError(f"--quantile must be between 0 and 1, got {self.quantile}")
         if self.definition not in DEFINITIONS:
@@ -72,6 +79,8 @@ class Settings:
             raise SettingsError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.top_k < 1:
             raise SettingsError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.cache not in CACHE_POLICIES:
+            raise SettingsError(f"--cache must be one of {', '.join(CACHE_POLICIES)}, got {self.cache!r}")
         if self.workers is not None and self.workers < 0:
             raise SettingsError(f"--workers must be 0 or more, got {self.workers}")
 
@@ -81,6 +90,12 @@ class Settings:
         a None value keeps the default."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+
+def check_iou_threshold(value: float | None) -> None:
+    """SettingsError unless `value` (when given) is an IoU threshold, in [0, 1]."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise SettingsError(f"--iou-threshold must be between 0 and 1, got {value}")
 
 
 def setting_fields(*roles: str):

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from netdissect.engine.settings import check_iou_threshold
 from netdissect.errors import SettingsError
 from netdissect.experiments.record import ExperimentRecord, write_record
 from netdissect.experiments.summary import unique_detectors_figure
@@ -106,6 +107,7 @@ class Comparison:
 
 
 def _run(name: str, step: float, result: LayerResult, iou_threshold: float | None) -> Run:
+    check_iou_threshold(iou_threshold)
     threshold = result.iou_threshold if iou_threshold is None else iou_threshold
     units = result.labelled_units(iou_threshold=threshold)
     return Run(name, step, result, [u.label if u.detector else "" for u in units],

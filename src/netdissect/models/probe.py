@@ -20,15 +20,61 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from netdissect.errors import LayerError
+from netdissect.errors import LayerError, SettingsError
 from netdissect.models.preprocess import Preprocess
-from netdissect.models.trace import TraceDict, as_feature_map, first_tensor, try_forward
+from netdissect.models.trace import (TraceDict, as_feature_map, call_order, first_tensor,
+                                     try_forward)
 
-__all__ = ["Probe", "default_device"]
+__all__ = ["Probe", "default_device", "check_device", "usable_devices"]
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def usable_devices() -> list[str]:
+    """The devices a model can run on here: cpu, cuda:0..N-1, mps."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device (None: `default_device()`), or a SettingsError naming the
+    devices that can be used when it is not a device name or not present on this machine."""
+    if device is None or device == "":
+        return default_device()
+    usable = ", ".join(usable_devices())
+    try:
+        parsed = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise SettingsError(f"--device {device!s}: not a device name; devices that can be used "
+                            f"here: {usable}") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "CUDA is not available on this machine"
+        elif parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            why = f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+        else:
+            return parsed
+    elif parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available() and (parsed.index or 0) == 0:
+            return parsed
+        why = "MPS (Apple GPU) is not available on this machine"
+    else:
+        backend = getattr(torch, parsed.type, None)
+        available = getattr(backend, "is_available", None)
+        if parsed.type != "meta" and callable(available) and available():
+            return parsed
+        why = f"{parsed.type!r} devices cannot run a model here"
+    raise SettingsError(f"--device {device!s}: {why}; devices that can be used here: {usable}")
 
 
 @dataclass
@@ -51,6 +97,9 @@ class Probe:
     weights: str | None = None
     weights_fingerprint: str = ""
     channels_last: bool = True
+    # layer -> how many times it ran in one forward pass, found on the first batch that reads
+    # it; shared by the copies `select` makes (a layer that runs twice is refused)
+    layer_calls: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.layers = self.resolve(self.default_layers if self.layers is None else self.layers)
@@ -124,8 +173,9 @@ class Probe:
     @contextlib.contextmanager
     def session(self, device: str | torch.device | None = None) -> Iterator[torch.device]:
         """Run the model on `device` (default: CUDA when available) in eval mode for the block,
-        then restore each module's mode and the model's device as they were found."""
-        device = torch.device(device) if device else default_device()
+        then restore each module's mode and the model's device as they were found.
+        SettingsError naming the usable devices when `device` is not one of them."""
+        device = check_device(device)
         modes = {m: m.training for m in self.model.modules()}
         before = _device_of(self.model)
         self.model.to(device).eval()
@@ -146,12 +196,71 @@ class Probe:
 
     def features(self, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
         """The feature maps of module names `layers` for uint8 images (what `__call__` returns
-        for the probe's own layers)."""
+        for the probe's own layers).
+
+        The first pass that reads a layer runs the whole model, to count how many times each
+        layer runs; a layer that runs more than once (a module called twice, such as the one
+        ReLU of a ResNet BasicBlock) has no single output and is refused with a LayerError
+        naming alternatives.  Later passes stop as soon as every layer needed has run."""
         x = self.preprocess(images.to(self.device(), non_blocking=True), self.channels_last)
-        with torch.inference_mode(), TraceDict(self.model, layers, clone=True, stop=True) as traces:
+        self._refuse_repeated(layers, x)
+        first = any(name not in self.layer_calls for name in layers)
+        with torch.inference_mode(), TraceDict(self.model, layers, clone=True, stop=not first) as traces:
             # clone: the model may change an output in place later (ResNet's `out += x`)
-            try_forward(self.model, x)
+            if first:
+                self._counting_pass(x, traces)
+            else:
+                try_forward(self.model, x)
+        self._refuse_repeated(layers, x)
         return {name: self._feature_map(name, traces[name], x.shape[-2:]).float() for name in layers}
+
+    def _counting_pass(self, x: torch.Tensor, traces: TraceDict) -> None:
+        """A full forward pass recording how many times each traced layer ran.  An error after
+        every traced layer has run (a head that does not fit the input size: the stopping
+        passes never reach it) ends the count there."""
+        try:
+            self.model(x)
+        except Exception:
+            if not all(trace.ran for trace in traces.values()):
+                raise
+        for name, trace in traces.items():
+            if trace.ran:
+                self.layer_calls[name] = trace.calls
+
+    def _refuse_repeated(self, layers: list[str], x: torch.Tensor) -> None:
+        for name in layers:
+            if self.layer_calls.get(name, 1) > 1:
+                raise LayerError(self._repeated_layer_message(name, x))
+
+    def _repeated_layer_message(self, name: str, x: torch.Tensor) -> str:
+        calls = self.layer_calls[name]
+        module = self.model.get_submodule(name)
+        parent_name, _, own = name.rpartition(".")
+        parent = self.model.get_submodule(parent_name)
+        siblings = [f"{parent_name}.{n}" if parent_name else n
+                    for n, m in parent.named_children() if m is not module]
+        # which sibling ran just before each call of the layer
+        try:
+            with torch.inference_mode():
+                order = call_order(self.model, siblings + [name], x)
+        except Exception:
+            order = []
+        before = []
+        for i, ran in enumerate(order):
+            if ran == name and i > 0 and order[i - 1] != name:
+                before.append(f"{order[i - 1]!r} (before call {len(before) + 1})")
+            elif ran == name:
+                before.append(None)
+        options = []
+        if parent_name:
+            options.append(f"the enclosing block {parent_name!r}")
+        named = [b for b in before if b]
+        if named:
+            options.append("the module that runs before one of its calls: " + ", ".join(named))
+        alternatives = " or ".join(options) if options else "another layer"
+        return (f"layer {name!r} ({type(module).__name__}) runs {calls} times in one forward "
+                f"pass of {self.name}, so it has no single output to dissect. Choose "
+                f"{alternatives}. `netdissect layers MODEL` marks such modules.")
 
     def _feature_map(self, name: str, trace, input_hw) -> torch.Tensor:
         if not trace.ran:

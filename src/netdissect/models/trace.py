@@ -30,7 +30,7 @@ from torch import nn
 from netdissect.errors import LayerError
 
 __all__ = ["Trace", "TraceDict", "StopForward", "try_forward", "find_module", "first_tensor",
-           "token_grid", "as_feature_map", "list_layers", "output_shapes"]
+           "token_grid", "as_feature_map", "list_layers", "output_shapes", "call_order"]
 
 
 class StopForward(Exception):
@@ -69,6 +69,9 @@ class Trace:
     in-place operation of the model cannot change it; detached with `detach=True`).
     `edit_output(output, layer) -> new output` replaces what the layer returns to the rest of
     the network.  `stop=True` ends the forward pass (StopForward) right after this layer.
+    `calls` counts how many times the layer ran (a module can be called more than once in
+    one forward pass, e.g. the one ReLU of torchvision's BasicBlock); `.output` is the last
+    call's.
     """
 
     def __init__(self, model: nn.Module, layer: str | None = None, *, retain_output: bool = True,
@@ -80,11 +83,13 @@ class Trace:
         self.retain_output, self.clone, self.detach = retain_output, clone, detach
         self.edit_output, self.stop = edit_output, stop
         self.ran = False
+        self.calls = 0
         self._on_output: Callable[[str | None], None] | None = None  # set by TraceDict
         self._handle = self.module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs, output):
         self.ran = True
+        self.calls += 1
         if self.edit_output is not None:
             output = self.edit_output(output, self.layer)
         if self.retain_output:
@@ -137,7 +142,7 @@ class TraceDict(OrderedDict):
         self._pending = set(self)
         self.order = []
         for trace in self.values():
-            trace.output, trace.ran = None, False
+            trace.output, trace.ran, trace.calls = None, False, 0
 
     def _layer_ran(self, layer: str | None) -> None:
         if layer in self._pending:
@@ -168,6 +173,24 @@ def _copy(output, detach: bool, clone: bool):
         items = [_copy(item, detach, clone) for item in output]
         return type(output)(*items) if hasattr(output, "_fields") else type(output)(items)
     return output
+
+
+def call_order(model: nn.Module, names: list[str], *args, **kwargs) -> list[str]:
+    """The names of `names` in the order their modules ran in one pass `model(*args)`, a
+    name once per call (a module called twice appears twice).  The pass runs to the end."""
+    order: list[str] = []
+    traces = []
+    try:
+        for name in dict.fromkeys(names):
+            trace = Trace(model, name, retain_output=False)
+            trace._on_output = order.append
+            traces.append(trace)
+        model(*args, **kwargs)
+    finally:
+        for trace in reversed(traces):
+            trace.close()
+            trace._on_output = None
+    return order
 
 
 def try_forward(model: nn.Module, *args, **kwargs):
@@ -215,9 +238,10 @@ def as_feature_map(tensor: torch.Tensor, input_hw: tuple[int, int]) -> torch.Ten
 
 # -- listing layers ---------------------------------------------------------------------------
 def list_layers(model: nn.Module, inputs: torch.Tensor) -> list[dict]:
-    """Every named module with its output shape for `inputs`, and whether it can be dissected
-    as it is ("yes"), after token reshaping ("tokens") or not ("no").  The model's mode is
-    left as it was."""
+    """Every named module with its output shape for `inputs`, whether it can be dissected
+    as it is ("yes"), after token reshaping ("tokens") or not ("no"), and how many times it
+    ran in the pass (`calls`: a module that runs more than once cannot be dissected by name,
+    see `Probe.features`).  The model's mode is left as it was."""
     names = [n for n, _ in model.named_modules() if n]
     modules = dict(model.named_modules())
     input_hw = tuple(inputs.shape[-2:])
@@ -242,7 +266,7 @@ def list_layers(model: nn.Module, inputs: torch.Tensor) -> list[dict]:
             status = "tokens" if as_feature_map(tensor, input_hw) is not None else "no"
         records[name] = {"name": name, "type": type(modules[name]).__name__,
                          "shape": tuple(tensor.shape) if tensor is not None else None,
-                         "dissectable": status}
+                         "dissectable": status, "calls": trace.calls}
     return list(records.values())
 
 

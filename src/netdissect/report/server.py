@@ -9,6 +9,7 @@ import functools
 import http.server
 import os
 from pathlib import Path
+from netdissect.errors import ResultError, SettingsError
 
 __all__ = ["QuietHandler", "make_server", "serve"]
 
@@ -23,8 +24,10 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def make_server(out: str | os.PathLike, port: int = 8000) -> http.server.ThreadingHTTPServer:
     """An HTTP server for the report folder `out`, bound to 127.0.0.1 (not yet serving)."""
     folder = Path(out)
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"--port must be between 0 and 65535 (0 picks a free one), got {port}")
     if not (folder / "index.html").is_file():
-        raise FileNotFoundError(f"{folder / 'index.html'}: missing; build the report first with "
+        raise ResultError(f"{folder / 'index.html'}: missing; build the report first with "
                                 f"`netdissect report {folder}`.")
     handler = functools.partial(QuietHandler, directory=str(folder.resolve()))
     return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)

@@ -33,6 +33,7 @@ from netdissect.report.figures import comparison_figure, concept_figure
 from netdissect.report.pages import Crumb, LayerLink, Strip, layer_page, overview_page
 from netdissect.report.strips import StripMaker
 from netdissect.report.views import LayerView, layer_view
+from netdissect.errors import ResultError
 
 if TYPE_CHECKING:
     from netdissect.results import Dissection
@@ -79,7 +80,7 @@ def collect_runs(source: Source | list[Source]) -> tuple[list[Run], Path | None,
     children = sorted(p for p in folder.iterdir() if (p / "dissection.json").is_file()) \
         if folder.is_dir() else []
     if not children:
-        raise FileNotFoundError(f"{folder}: no dissection.json here or in its subfolders; give a "
+        raise ResultError(f"{folder}: no dissection.json here or in its subfolders; give a "
                                 "result folder written by `netdissect dissect --out`.")
     runs = []
     for child in children:

@@ -129,3 +129,9 @@ def tiny_net() -> nn.Module:
 @pytest.fixture(scope="session")
 def broden_dir(tmp_path_factory) -> Path:
     return make_broden(tmp_path_factory.mktemp("broden") / "broden", images=60)
+
+
+@pytest.fixture
+def make_dataset():
+    """`make_broden`, for tests that need a dataset of their own (without importing conftest)."""
+    return make_broden

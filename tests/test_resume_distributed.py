@@ -17,6 +17,8 @@ MODEL_SOURCE = textwrap.dedent("""
     import torch
     from torch import nn
 
+    _forwards = 0
+
     class Net(nn.Module):
         def __init__(self, seed):
             super().__init__()
@@ -25,6 +27,16 @@ MODEL_SOURCE = textwrap.dedent("""
             self.conv2 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
 
         def forward(self, x):
+            # FORWARD_MARKERS: each call writes FORWARD_MARKERS/forward-NNNN, and call number
+            # BLOCK_AT_FORWARD waits there until FORWARD_MARKERS/release exists.
+            markers = os.environ.get("FORWARD_MARKERS")
+            if markers:
+                global _forwards
+                _forwards += 1
+                open(os.path.join(markers, f"forward-{_forwards:04d}"), "w").close()
+                if _forwards == int(os.environ.get("BLOCK_AT_FORWARD", "0")):
+                    while not os.path.exists(os.path.join(markers, "release")):
+                        time.sleep(0.01)
             time.sleep(float(os.environ.get("SLOW_MODEL", "0")))
             return self.conv2(self.conv1(x))
 
@@ -50,7 +62,7 @@ def command(data, out, model="resumemodel:build", layers="conv1,conv2", *extra):
 
 
 def run(args, env, **kw):
-    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300, **kw)
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=240, **kw)
     return done
 
 
@@ -75,6 +87,7 @@ def reference(tmp_path_factory, broden_dir):
     return folder / "out"
 
 
+@pytest.mark.timeout(180)
 def test_two_process_gloo_run_is_bit_identical(broden_dir, reference, env, tmp_path):
     out = tmp_path / "out"
     done = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -86,48 +99,64 @@ def test_two_process_gloo_run_is_bit_identical(broden_dir, reference, env, tmp_p
     assert summary["dataset"]["images_processed"] == 60
 
 
-def wait_for_state(out, phase, done_at_least, process, timeout=120):
-    state_file = out / ".netdissect-state" / "state-rank0-of-1.pt"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        if state_file.is_file():
-            try:
-                state = torch.load(state_file, weights_only=True)
-            except Exception:  # replaced while reading
-                continue
-            if state["phase"] == phase and state["done"] >= done_at_least:
-                return state
-        time.sleep(0.05)
-    raise AssertionError("no saved state appeared")
+STATE = (".netdissect-state", "state-rank0-of-1.pt")
 
 
-@pytest.mark.parametrize("phase, sig", [(1, signal.SIGKILL), (2, signal.SIGTERM)])
-def test_killed_run_resumes_bit_identical(broden_dir, reference, env, tmp_path, phase, sig):
-    out = tmp_path / "out"
-    slow = {**env, "SLOW_MODEL": "0.05"}
+def wait_until_blocked(out, markers, call, process, timeout=120):
+    """Until the model is inside forward call `call` (where it waits for markers/release) and
+    the run's state file exists. Both stay so while the run waits: no window to catch."""
+    deadline = time.monotonic() + timeout
+    while not ((markers / f"forward-{call:04d}").exists() and out.joinpath(*STATE).is_file()):
+        assert process.poll() is None, f"the run ended before forward call {call}: {process.communicate()}"
+        assert time.monotonic() < deadline, f"forward call {call} not reached in {timeout} s"
+        time.sleep(0.02)
+
+
+# Forward calls of a run of 60 images in batches of 4 (15 batches), the state saved after every
+# batch (--checkpoint-seconds 0):
+# - with the activation cache (a slow model, --cache-limit-gb 8): call 1 is batch 1, call 2 times
+#   the model once more for the cache decision, calls 3-16 are batches 2-15 of pass 1, and pass 2
+#   reads the cache. Call 5 is batch 4 of pass 1: the state holds 3 batches of pass 1.
+# - without it (--cache-limit-gb 0): calls 1-15 are pass 1, calls 16-30 pass 2 (the model runs
+#   again). Call 19 is batch 4 of pass 2: the state holds 3 batches of pass 2.
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("phase, sig, block_at", [(1, signal.SIGKILL, 5), (2, signal.SIGTERM, 19)],
+                         ids=["sigkill-pass1", "sigterm-pass2"])
+def test_killed_run_resumes_bit_identical(broden_dir, reference, env, tmp_path, phase, sig, block_at):
+    out, markers = tmp_path / "out", tmp_path / "markers"
+    markers.mkdir()
+    blocked = {**env, "FORWARD_MARKERS": str(markers), "BLOCK_AT_FORWARD": str(block_at),
+               "SLOW_MODEL": "0.05" if phase == 1 else "0"}
     args = command(broden_dir, out, "resumemodel:build", "conv1,conv2", "--checkpoint-seconds", "0",
                    "--cache-limit-gb", "0" if phase == 2 else "8")
-    process = subprocess.Popen([sys.executable, *args], env=slow, stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, *args], env=blocked, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_state(out, phase, 3, process)
+        wait_until_blocked(out, markers, block_at, process)
         process.send_signal(sig)
+        if sig == signal.SIGTERM:
+            (markers / "release").touch()  # SIGTERM stops the run after the batch in hand
         _, err = process.communicate(timeout=60)
     finally:
         process.kill()
+    state = torch.load(out.joinpath(*STATE), weights_only=True)
     if sig == signal.SIGTERM:
         assert process.returncode == 143 and "run the same command again to resume" in err
+        assert state["phase"] == 2 and state["done"] == 4 and state["cache_sizes"] is None
+    else:
+        assert process.returncode == -signal.SIGKILL
+        assert state["phase"] == 1 and state["done"] == 3 and state["cache_sizes"] is not None
     assert not (out / "conv1" / "tally.csv").exists()
     # A different model refuses the saved state and says what changed.
     refused = run(command(broden_dir, out, "resumemodel:other", "conv1,conv2"), env)
     assert refused.returncode == 2 and "weights changed" in refused.stderr and "--restart" in refused.stderr
     done = run(args, env)
     assert done.returncode == 0, done.stderr
-    assert not (out / ".netdissect-state" / "state-rank0-of-1.pt").exists()
+    assert not out.joinpath(*STATE).exists()
     assert_identical(reference, out)
 
 
+@pytest.mark.timeout(180)
 def test_restart_discards_state_and_added_layer_reuses_finished_one(broden_dir, reference, env, tmp_path):
     out = tmp_path / "out"
     assert run(command(broden_dir, out, "resumemodel:build", "conv1"), env).returncode == 0

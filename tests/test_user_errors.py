@@ -273,3 +273,15 @@ def test_cli_dissect_of_a_module_called_twice_is_one_line(tmp_path, capsys):
                             "--out", str(tmp_path / "o"), "--quiet", "--no-report"],
                    "layer4.1.relu", "runs 2 times", "layer4.1.bn2")
     assert not (tmp_path / "o" / "layer4.1.relu").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--draws", "-1"), ("--memory-mb", "0")])
+def test_ablate_numbers_out_of_range(data, tmp_path, capsys, option, value):
+    one_line_error(capsys, ["ablate", "--dataset", str(data), "--model", "conftest:tiny_net",
+                            "--layer", "conv2", "--out", str(tmp_path / "a"), "--quiet", option,
+                            value], option, value)
+
+
+def test_download_timeout_out_of_range(tmp_path, capsys):
+    one_line_error(capsys, ["download", "broden", "--dest", str(tmp_path), "--timeout", "0",
+                            "--quiet"], "--timeout", "0")

@@ -38,7 +38,7 @@ from typing import Mapping
 
 from tqdm.auto import tqdm
 
-from netdissect.errors import DownloadError
+from netdissect.errors import DownloadError, SettingsError
 from netdissect.files import atomic_write_json, sha256_file
 
 __all__ = [
@@ -372,6 +372,8 @@ def download_broden(
     successful extraction unless ``keep_archive``. Size and sha256 go to
     ``<dest>/broden1_<variant>.manifest.json``. Every failure raises :class:`DownloadError`.
     """
+    if timeout <= 0:
+        raise SettingsError(f"--timeout must be above 0 seconds, got {timeout}")
     table = BRODEN_ARCHIVES if known is None else known
     if variant not in table:
         raise DownloadError(f"unknown Broden variant {variant!r}; choose one of {sorted(table)}.")

@@ -318,6 +318,10 @@ def ablate(model: nn.Module | Probe, data: str | os.PathLike | LabelledImages, l
     """
     from netdissect.api import as_probe
 
+    if draws < 0:
+        raise SettingsError(f"--draws must be 0 or more, got {draws}")
+    if memory_mb <= 0:
+        raise SettingsError(f"--memory-mb must be above 0, got {memory_mb}")
     probe = as_probe(model, [layer], mean, std, input_size)
     class_names = class_names or getattr(probe.model, "class_names", None)
     images = data if isinstance(data, LabelledImages) else load_labelled_images(data, class_names, split)

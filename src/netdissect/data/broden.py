@@ -166,6 +166,8 @@ class Broden:
             raise BrodenError(f"{path}: no column for category {', '.join(missing)} "
                               "(category.csv lists it).")
         self.rows: list[IndexRow] = []
+        self._all_files: list[str] = []
+        indexed = [c for c in self.all_categories if c in col]
         label_size: tuple[int, int] | None = None
         for i, r in enumerate(rows, start=2):
             if not r:
@@ -182,10 +184,15 @@ class Broden:
                                   "needs one label-map size per dataset.")
             row = IndexRow(image=self._confined(r[col["image"]], path, i), split=r[col["split"]],
                            ih=_int(r[col["ih"]], path, i, "ih"), iw=_int(r[col["iw"]], path, i, "iw"))
-            for cat in self.categories:
+            self._all_files.append(row.image)
+            for cat in indexed:
                 for item in r[col[cat]].split(";"):
                     item = item.strip()
                     if not item:
+                        continue
+                    if cat not in self.categories:  # fingerprinted, never read
+                        if not item.isdigit():
+                            self._all_files.append(self._confined(item, path, i))
                         continue
                     if item.isdigit():
                         number = int(item)
@@ -195,6 +202,7 @@ class Broden:
                         row.image_labels.append(number)
                     else:
                         row.planes.append(self._confined(item, path, i))
+                        self._all_files.append(row.planes[-1])
             self.rows.append(row)
         if not self.rows:
             raise BrodenError(f"{path}: no image rows. Point --dataset at a populated Broden folder.")
@@ -232,13 +240,17 @@ class Broden:
         return items
 
     def check_files(self) -> list[str]:
-        """Paths of index rows whose image or planes are missing on disk (cheap, up front)."""
-        return [rel for rel, (size, _) in zip(self.files, self.file_stats.tolist()) if size < 0]
+        """Paths of index rows whose image or planes (of the selected categories) are missing on
+        disk (cheap, up front)."""
+        used = {rel for row in self.rows for rel in (row.image, *row.planes)}
+        return [rel for rel, (size, _) in zip(self.files, self.file_stats.tolist())
+                if size < 0 and rel in used]
 
-    @functools.cached_property
+    @property
     def files(self) -> list[str]:
-        """Every image and label plane the index names, in row order (paths under images/)."""
-        return [rel for row in self.rows for rel in (row.image, *row.planes)]
+        """Every image and label plane the index names, of every category (selected or not),
+        in row order (paths under images/): what the file fingerprint covers."""
+        return self._all_files
 
     @functools.cached_property
     def file_stats(self) -> np.ndarray:

@@ -8,8 +8,10 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import netdissect
 from netdissect.cli import main
@@ -129,3 +131,79 @@ def test_toyworld_and_train_demo_commands(tmp_path, capsys):
 
     info = build_model("demo_cnn", weights=str(weights))
     assert info.weights == str(weights) and info.default_layers[-1] == "conv5"
+
+
+def lite_and_original_ious(stats: dict) -> dict[str, np.ndarray]:
+    """IoU[k, c] = I / (A[k, cat(c)] + G[c] - I) from stats.pt's int64 tallies, per definition,
+    in plain numpy (0 where the union is 0 or the label is not scored)."""
+    inter = stats["intersection"].numpy().astype(np.float64)
+    truth = stats["truth"].numpy().astype(np.float64)
+    cat = stats["labels"]["category"].numpy()
+    ious = {}
+    for definition in ("lite", "original"):
+        act = stats[f"activation_{definition}"].numpy().astype(np.float64)[:, np.maximum(cat, 0)]
+        union = act + truth[None] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        ious[definition] = np.where(cat[None] >= 0, iou, 0.0)
+    return ious
+
+
+def test_cli_definition_lite_changes_the_ious(broden_dir, user_dir):
+    """--definition lite by its effect: every category's best IoU in units.json is lite's
+    I / (A_lite + G - I) recomputed from stats.pt, and differs from original's for some unit."""
+    out = user_dir / "out"
+    assert main(["dissect", "--dataset", str(broden_dir), "--model", "mymodel:build",
+                 "--layers", "features.1", "--definition", "lite", "--quantile", "0.02",
+                 "--workers", "0", "--out", str(out), "--quiet", "--no-report"]) == 0
+    stats = torch.load(out / "features.1" / "stats.pt", weights_only=True)
+    ious = lite_and_original_ious(stats)
+    cat = stats["labels"]["category"].numpy()
+    categories = list(stats["labels"]["categories"])
+    records = json.loads((out / "features.1" / "units.json").read_text())
+    changed = 0
+    for record in records:
+        k = record["unit"]
+        best = {c: ious["lite"][k][cat == ci].max(initial=0.0) for ci, c in enumerate(categories)}
+        assert {c: v["iou"] for c, v in record["categories"].items()} == \
+            pytest.approx(best, rel=1e-12, abs=1e-15)
+        assert record["score"] == pytest.approx(max(best.values()), rel=1e-12, abs=1e-15)
+        original = max(ious["original"][k][cat >= 0])
+        changed += abs(original - record["score"]) > 1e-9
+    assert changed > 0
+
+
+def read_rgb(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+IDENTITY_SOURCE = textwrap.dedent("""
+    from torch import nn
+
+    def build():
+        return nn.Sequential(nn.Identity())  # layer "0" is the normalised input itself
+""")
+
+
+def test_cli_mean_and_std_normalise_the_pixels(broden_dir, user_dir):
+    """--mean and --std by their effect: on a model whose layer is its input, each channel's
+    threshold is numpy's quantile of the pixels normalised by hand, (x / 255 - mean) / std."""
+    (user_dir / "ident.py").write_text(IDENTITY_SOURCE)
+    mean, std, q = (0.3, 0.5, 0.7), (0.2, 0.25, 0.5), 0.05
+    out = user_dir / "out"
+    assert main(["dissect", "--dataset", str(broden_dir), "--model", "ident:build", "--layers", "0",
+                 "--mean", ",".join(map(str, mean)), "--std", ",".join(map(str, std)),
+                 "--quantile", str(q), "--workers", "0", "--out", str(out), "--quiet", "--no-report"]) == 0
+    with open(broden_dir / "index.csv") as f:
+        names = [row["image"] for row in csv.DictReader(f)]
+    pixels = np.stack([read_rgb(broden_dir / "images" / n) for n in names])
+    thresholds = [r["threshold"] for r in json.loads((out / "0" / "units.json").read_text())]
+    assert len(thresholds) == 3
+    default = []
+    for c in range(3):
+        x = pixels[..., c].astype(np.float32) / np.float32(255)
+        normalised = (x - np.float32(mean[c])) / np.float32(std[c])
+        assert thresholds[c] == pytest.approx(float(np.quantile(normalised, 1 - q)), rel=1e-6, abs=1e-7)
+        imagenet = (x - np.float32((0.485, 0.456, 0.406)[c])) / np.float32((0.229, 0.224, 0.225)[c])
+        default.append(float(np.quantile(imagenet, 1 - q)))
+    assert all(abs(t - d) > 0.1 for t, d in zip(thresholds, default))  # not the default normalisation

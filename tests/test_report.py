@@ -2,6 +2,7 @@
 and the server."""
 from __future__ import annotations
 
+import csv
 import html
 import json
 import re
@@ -338,3 +339,86 @@ def test_strip_pixels_are_the_overlay(report):
     with Image.open(out / "conv2" / "strips" / f"unit-{k:04d}.jpg") as im:
         saved = np.array(im.convert("RGB")).astype(int)
     assert np.abs(saved[:, :112] - thumb.astype(int)).mean() < 6
+
+
+def test_strips_hold_the_top_images_in_order(report):
+    """Every conv2 strip on disk shows, at its k-th place, units.json's k-th top image under the
+    unit's own mask (its k-th top map from stats.pt, thresholded at its T_k); the top images
+    are the 10 of largest spatial maximum of TinyNet's real conv2 output, best first."""
+    out, result = report
+    dataset = Path(result["conv2"].meta["dataset"]["path"])
+    records = json.loads((out / "conv2" / "units.json").read_text())
+    stats = torch.load(out / "conv2" / "stats.pt", weights_only=True)
+    with open(dataset / "index.csv") as f:
+        names = [row["image"] for row in csv.DictReader(f)]  # dataset row -> image, from the CSV
+
+    def rgb(name: str) -> torch.Tensor:
+        with Image.open(dataset / "images" / name) as im:
+            return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+
+    # The real activations, written here: ImageNet normalisation by hand, one image at a time.
+    net = TinyNet().eval()
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        maps = torch.cat([net.conv2(net.conv1(((rgb(n).float() / 255 - mean) / std)[None])) for n in names])
+    peaks = maps.amax(dim=(2, 3))  # (images, units)
+    for record in records:
+        k = record["unit"]
+        top = record["top_images"]
+        assert [t["index"] for t in top] == torch.argsort(peaks[:, k], descending=True, stable=True)[:10].tolist()
+        assert [t["image"] for t in top] == [names[t["index"]] for t in top]
+        assert [t["activation"] for t in top] == pytest.approx(peaks[[t["index"] for t in top], k].tolist(), rel=1e-5)
+        assert torch.allclose(stats["top_maps"][k], maps[[t["index"] for t in top], k], rtol=1e-5, atol=1e-6)
+        pixels = torch.stack([rgb(t["image"]) for t in top])
+        overlay, mask = mask_overlay(pixels, stats["top_maps"][k], record["threshold"])
+        thumbs = thumbnails(overlay, mask, 112).permute(0, 2, 3, 1).numpy().astype(int)
+        with Image.open(out / "conv2" / "strips" / f"unit-{k:04d}.jpg") as im:
+            strip = np.array(im.convert("RGB")).astype(int)
+        assert strip.shape[1] == len(top) * 112 + (len(top) - 1) * GAP
+        for place in range(len(top)):
+            region = strip[:, place * (112 + GAP):place * (112 + GAP) + 112]
+            errors = [np.abs(region - t).mean() for t in thumbs]
+            assert errors[place] < 6, (k, place, errors[place])  # JPEG noise only
+            assert int(np.argmin(errors)) == place  # and no other top image fits this place better
+
+
+def test_concept_bar_graph_draws_the_unique_detectors(report):
+    """The layer page's bar graph (inline SVG) holds one bar per unique detector: per category,
+    as many bars as counts()'s unique_detectors, each the concept's number of units whose best
+    label in that category it is with IoU >= T (counted here from units.json), drawn at a height
+    proportional to that number (the tallest 150 px)."""
+    out, result = report
+    for layer in ("conv1", "conv2"):
+        page = (out / layer / "index.html").read_text()
+        counts = result[layer].counts()
+        threshold = counts["iou_threshold"]
+        svg = re.search(r'<svg [^>]*aria-label="unique detectors per concept">(.*?)</svg>', page, re.S)
+        assert svg, "concept bar graph missing"
+        bars = re.findall(r'<g><title>(.*?) \(([a-z]+)\): (\d+) units?</title><rect x="[0-9.]+" y="[0-9.]+" '
+                          r'width="[0-9.]+" height="([0-9.]+)" fill="(#[0-9a-f]+)"/>', svg[1])
+        assert len(bars) == svg[1].count("<rect") == counts["unique_detectors_total"] > 0
+        expected: dict[str, dict[str, int]] = {}
+        for record in json.loads((out / layer / "units.json").read_text()):
+            for cat, best in record["categories"].items():
+                if best["label"] and best["iou"] >= threshold:
+                    name = display_label(best["label"])
+                    found = expected.setdefault(cat, {})
+                    found[name] = found.get(name, 0) + 1
+        # Units per (category, name); the three object labels all named HOSTILE are three bars.
+        drawn: dict[str, dict[str, int]] = {}
+        for name, cat, n, _, _ in bars:
+            found = drawn.setdefault(cat, {})
+            found[html.unescape(name)] = found.get(html.unescape(name), 0) + int(n)
+        assert drawn == expected
+        order = [cat for _, cat, _, _, _ in bars]
+        per_category = {cat: order.count(cat) for cat in set(order)}
+        assert per_category == {c: v for c, v in counts["unique_detectors"].items() if v}
+        peak = max(int(n) for _, _, n, _, _ in bars)
+        for _, cat, n, height, fill in bars:
+            assert float(height) == pytest.approx(int(n) * 150 / peak, abs=0.051)
+            assert re.search(rf'font-weight="600" fill="{fill}">{cat} \({per_category[cat]}\)</text>', svg[1])
+        # Bars of one category are drawn together, most units first.
+        assert order == sorted(order, key=order.index)
+        for cat in drawn:
+            heights = [int(n) for _, c, n, _, _ in bars if c == cat]
+            assert heights == sorted(heights, reverse=True)

@@ -31,12 +31,19 @@ def primary_categories(root: Path, categories: list[str]) -> dict[int, str]:
 
 
 def reference_dissect(root: Path, model, layer: str, q: float = 0.005, mean=(0.485, 0.456, 0.406),
-                      std=(0.229, 0.224, 0.225), categories: list[str] | None = None) -> dict:
+                      std=(0.229, 0.224, 0.225), categories: list[str] | None = None,
+                      input_size: tuple[int, int] | None = None) -> dict:
+    """`input_size` (H, W) is the model's input size; by default the `ih x iw` of the first
+    row of index.csv (docs/method.md section 3). An image file of another size is resized to
+    it with PIL's bilinear filter before the model; label maps keep their own size."""
     root = Path(root)
     all_categories = [r["name"] for r in _rows(root / "category.csv")]
     categories = [c for c in all_categories if categories is None or c in categories]
     primary = primary_categories(root, categories)
     index = _rows(root / "index.csv")
+    if input_size is None:
+        input_size = (int(index[0]["ih"]), int(index[0]["iw"]))
+    height, width = input_size
     module = model.get_submodule(layer)
     captured = {}
     handle = module.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o))
@@ -45,7 +52,10 @@ def reference_dissect(root: Path, model, layer: str, q: float = 0.005, mean=(0.4
     acts = []
     with torch.no_grad():
         for row in index:
-            img = np.asarray(Image.open(root / "images" / row["image"]).convert("RGB"))
+            pil = Image.open(root / "images" / row["image"]).convert("RGB")
+            if pil.size != (width, height):  # PIL sizes are (width, height)
+                pil = pil.resize((width, height), Image.BILINEAR)
+            img = np.asarray(pil)
             x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255.0
             # The engine feeds channels-last input (faster convolutions); so does the
             # reference, so that both see the same activations to the last bit.

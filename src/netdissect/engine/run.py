@@ -121,9 +121,14 @@ def _layer_result(name: str, stats: LayerStats, labels: LabelSpace, settings: Se
 def _meta(settings: Settings, broden: Broden, probe: Probe, components: dict, preprocess: dict,
           passes: Passes, device: torch.device, world: World) -> dict:
     """What summary.json records besides the counts."""
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
 
     from netdissect import __version__
+
+    try:  # the version without importing torchvision (seconds of start-up in every process)
+        torchvision_version = version("torchvision")
+    except PackageNotFoundError:
+        torchvision_version = None
 
     bad = passes.bad
     return {
@@ -136,7 +141,7 @@ def _meta(settings: Settings, broden: Broden, probe: Probe, components: dict, pr
                     "skipped": [{"row": i, "reason": r} for i, r in bad[:100]]},
         "model": probe.describe(),
         "versions": {"netdissect": __version__, "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "numpy": np.__version__,
+                     "torchvision": torchvision_version, "numpy": np.__version__,
                      "python": platform.python_version()},
         "device": str(device), "world_size": world.size, "pass2_source": passes.pass2_source,
         "timings": {f"{k}_seconds": round(v, 3) for k, v in passes.timings.items()},

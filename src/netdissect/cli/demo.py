@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from netdissect.cli.options import add_run_options, add_settings_options
+from netdissect.cli.options import add_run_options, add_settings_options, settings_from_args
 
 __all__ = ["add_parsers"]
 
@@ -44,8 +44,9 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from netdissect.cli.dissect import print_summary
     from netdissect.demo import run_demo
 
+    settings = settings_from_args(args)
     results = run_demo(out=args.out, data=args.dataset, images=args.images, seed=args.seed,
-                       batch_size=args.batch_size or 32, workers=args.workers,
+                       batch_size=settings.batch_size, workers=settings.workers,
                        device=args.device, progress=not args.quiet)
     print_summary(list(results.values()), Path(args.out))
     return 0

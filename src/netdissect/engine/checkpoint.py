@@ -42,9 +42,7 @@ class Checkpoint:
         self.every_seconds = every_seconds
         self.path = self.cache_dir = None
         if out is not None:
-            folder = out / STATE_DIR
-            self.path = folder / f"state-rank{rank}-of-{world_size}.pt"
-            self.cache_dir = folder / f"cache-rank{rank}"
+            self.path, self.cache_dir = state_paths(out, rank, world_size)
             if restart:
                 self.path.unlink(missing_ok=True)
                 shutil.rmtree(self.cache_dir, ignore_errors=True)
@@ -99,14 +97,20 @@ class Checkpoint:
 
 
 
+def state_paths(out: str | os.PathLike, rank: int, world_size: int) -> tuple[Path, Path]:
+    """Where process `rank` of `world_size` keeps its saved state and its activation cache."""
+    folder = Path(out) / STATE_DIR
+    return folder / f"state-rank{rank}-of-{world_size}.pt", folder / f"cache-rank{rank}"
+
+
 def discard_state(out: str | os.PathLike, rank: int = 0, world_size: int = 1) -> None:
     """The run's results are written: its saved state is no longer needed (the last process
     to finish removes the folder)."""
-    folder = Path(out) / STATE_DIR
-    (folder / f"state-rank{rank}-of-{world_size}.pt").unlink(missing_ok=True)
-    shutil.rmtree(folder / f"cache-rank{rank}", ignore_errors=True)
+    state, cache = state_paths(out, rank, world_size)
+    state.unlink(missing_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)
     try:
-        folder.rmdir()
+        state.parent.rmdir()
     except OSError:
         pass
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from netdissect.errors import SettingsError
 
@@ -101,10 +101,6 @@ def check_iou_threshold(value: float | None) -> None:
 def setting_fields(*roles: str):
     """The fields of Settings with one of `roles`, in declaration order."""
     return [f for f in fields(Settings) if f.metadata["role"] in roles]
-
-
-def default_of(f):
-    return f.default_factory() if f.default is MISSING else f.default
 
 
 def fingerprint_components(settings: Settings, dataset_fingerprint: str, categories: list[str],

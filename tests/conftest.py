@@ -135,3 +135,38 @@ def broden_dir(tmp_path_factory) -> Path:
 def make_dataset():
     """`make_broden`, for tests that need a dataset of their own (without importing conftest)."""
     return make_broden
+
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def hostile_report(root: Path):
+    """Dissect TinyNet on a generated dataset whose object labels are all named HOSTILE
+    (so every unit's best object label is that name), then write the report into OUT; returns
+    OUT and the Dissection (the report tests and the browser tests share it)."""
+    import netdissect
+    from netdissect.report import write_report
+
+    dataset = make_broden(root / "broden", images=40)
+    labels = {n: ((HOSTILE, cats) if "object" in cats and n in (4, 5, 6) else (name, cats))
+              for n, (name, cats) in LABELS.items()}
+    write_metadata(dataset, labels)
+    # A random net scores IoUs near 0.003: a low IoU threshold gives the charts detectors.
+    result = netdissect.dissect(TinyNet(), dataset, ["conv1", "conv2"], out=root / "out",
+                                iou_threshold=0.002, batch_size=20, workers=0, progress=False)
+    write_report(root / "out", progress=False)
+    return root / "out", result
+
+
+class FailingNet(TinyNet):
+    """TinyNet that fails at its `fail_at`-th forward pass (an interrupted run)."""
+
+    def __init__(self, fail_at: int):
+        super().__init__()
+        self.calls, self.fail_at = 0, fail_at
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("interrupted on purpose")
+        return super().forward(x)

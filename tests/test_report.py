@@ -19,30 +19,13 @@ from markupsafe import escape
 from PIL import Image
 
 import netdissect
-from conftest import LABELS, TinyNet, make_broden, write_metadata
+from conftest import HOSTILE, TinyNet, hostile_report
 from netdissect.report import (StripMaker, dissection_html, display_label, make_server, mask_outline,
                                mask_overlay, write_report)
 from netdissect.report.charts import iou_histogram
 from netdissect.report.pages import Crumb, Strip, layer_page, script_json
 from netdissect.report.strips import GAP, OUTLINE_RGB, thumbnails
 from netdissect.report.views import LayerView, UnitView, layer_view
-
-HOSTILE = "<script>alert(1)</script>"
-
-
-def hostile_report(root: Path) -> tuple[Path, netdissect.Dissection]:
-    """Dissect TinyNet on a generated dataset whose object labels are all named HOSTILE
-    (so every unit's best object label is that name), then write the report into OUT."""
-    dataset = make_broden(root / "broden", images=40)
-    labels = {n: ((HOSTILE, cats) if "object" in cats and n in (4, 5, 6) else (name, cats))
-              for n, (name, cats) in LABELS.items()}
-    write_metadata(dataset, labels)
-    # A random net scores IoUs near 0.003: a low IoU threshold gives the charts detectors.
-    result = netdissect.dissect(TinyNet(), dataset, ["conv1", "conv2"], out=root / "out",
-                                iou_threshold=0.002, batch_size=20, workers=0, progress=False)
-    write_report(root / "out", progress=False)
-    return root / "out", result
-
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[Path, netdissect.Dissection]:

@@ -13,30 +13,13 @@ from pathlib import Path
 
 import pytest
 
-import netdissect
-from conftest import LABELS, TinyNet, make_broden, write_metadata
-from netdissect.report import make_server, write_report
+from conftest import HOSTILE, hostile_report
+from netdissect.report import make_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).parent / "artifacts"
-HOSTILE = "<script>alert(1)</script>"
-
-
-def hostile_report(root: Path) -> tuple[Path, netdissect.Dissection]:
-    """Dissect TinyNet on a generated dataset whose object labels are all named HOSTILE
-    (so every unit's best object label is that name), then write the report into OUT.
-    (The same data as test_report.py's report; defined here so no test module imports another.)"""
-    dataset = make_broden(root / "broden", images=40)
-    labels = {n: ((HOSTILE, cats) if "object" in cats and n in (4, 5, 6) else (name, cats))
-              for n, (name, cats) in LABELS.items()}
-    write_metadata(dataset, labels)
-    # A random net scores IoUs near 0.003: a low IoU threshold gives the charts detectors.
-    result = netdissect.dissect(TinyNet(), dataset, ["conv1", "conv2"], out=root / "out",
-                                iou_threshold=0.002, batch_size=20, workers=0, progress=False)
-    write_report(root / "out", progress=False)
-    return root / "out", result
 
 if not os.access(CHROMIUM, os.X_OK) and not os.environ.get("CI"):
     pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium: apt-get install -y chromium); "

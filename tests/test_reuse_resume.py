@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import netdissect
-from conftest import TinyNet, make_broden
+from conftest import FailingNet, TinyNet, make_broden
 from netdissect.engine.checkpoint import RecomputeWarning
 from netdissect.errors import DissectError
 
@@ -42,20 +42,6 @@ class NeverRun(TinyNet):
 
     def forward(self, x):
         raise AssertionError("the model was run, but the layer should have been reused")
-
-
-class FailingNet(TinyNet):
-    """TinyNet that fails at its `fail_at`-th forward pass (an interrupted run)."""
-
-    def __init__(self, fail_at: int):
-        super().__init__()
-        self.calls, self.fail_at = 0, fail_at
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise RuntimeError("interrupted on purpose")
-        return super().forward(x)
 
 
 class CountingNet(TinyNet):

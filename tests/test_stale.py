@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import netdissect
-from conftest import TinyNet, make_broden, save_plane
+from conftest import FailingNet, TinyNet, make_broden, save_plane
 from netdissect.engine.checkpoint import RecomputeWarning
 from netdissect.errors import DissectError
 
@@ -65,20 +65,6 @@ def test_a_changed_label_plane_is_noticed_too(data, tmp_path):
         changed = netdissect.dissect(TinyNet(), data, ["conv2"], out=out, **QUIET)
     fresh = netdissect.dissect(TinyNet(), data, ["conv2"], out=tmp_path / "fresh", **QUIET)
     assert torch.equal(changed["conv2"].truth, fresh["conv2"].truth)
-
-
-class FailingNet(TinyNet):
-    """TinyNet that fails at its `fail_at`-th forward pass (an interrupted run)."""
-
-    def __init__(self, fail_at: int):
-        super().__init__()
-        self.calls, self.fail_at = 0, fail_at
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise RuntimeError("interrupted on purpose")
-        return super().forward(x)
 
 
 def test_a_saved_state_is_refused_when_files_changed_and_names_them(data, tmp_path):

@@ -6,6 +6,7 @@
     result.frame("layer4")          # a pandas DataFrame, one row per unit
 
 `dissect` runs the passes over a Broden-format dataset and writes the results and report;
+`explain` finds each unit's best formula of concepts (compositional explanations);
 `Dissection` holds a result (also `Dissection.load(OUT)`); `Probe` is a model with the layers
 to read and its preprocessing, `build_model` makes one from a zoo name; `load_broden` reads
 and checks a dataset.  Names are imported on first use, so `import netdissect` (and the
@@ -13,12 +14,12 @@ command line's --help) stay fast.
 """
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "dissect", "Dissection", "LayerResult", "Probe", "Preprocess",
+__all__ = ["__version__", "dissect", "explain", "Dissection", "LayerResult", "Probe", "Preprocess",
            "Settings", "build_model", "load_broden", "Broden", "NetDissectError", "BrodenError",
            "DissectError"]
 
 _WHERE = {
-    "dissect": "netdissect.api", "Dissection": "netdissect.results",
+    "dissect": "netdissect.api", "explain": "netdissect.explain.run", "Dissection": "netdissect.results",
     "LayerResult": "netdissect.results", "Probe": "netdissect.models.probe",
     "Preprocess": "netdissect.models.preprocess", "Settings": "netdissect.engine.settings",
     "build_model": "netdissect.models.zoo", "load_broden": "netdissect.data.broden",

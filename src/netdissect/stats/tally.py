@@ -22,6 +22,27 @@ CHUNK_PIXELS = 1 << 24
 ROUNDING_MARGIN = 1e-5
 
 
+def unit_masks(activations: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int],
+               device: torch.device | str):
+    """The units' masks of one batch at the label resolution, in chunks: yields (b, k, mask)
+    where mask[i] (sh*sw bool) is unit k[i]'s map of image b[i], upsampled bilinearly
+    (align_corners=False) and thresholded with `> thresholds[k[i]]`.  Maps that cannot pass
+    their threshold (empty masks) are not yielded."""
+    sh, sw = size
+    pixels = sh * sw
+    thresholds = thresholds.to(device)
+    maxima = activations.amax(dim=(2, 3)).to(device)
+    margin = ROUNDING_MARGIN * maxima.abs()
+    b_sel, k_sel = torch.nonzero(maxima + margin > thresholds[None], as_tuple=True)
+    per_chunk = max(1, CHUNK_PIXELS // pixels)
+    for start in range(0, len(b_sel), per_chunk):
+        b, k = b_sel[start:start + per_chunk], k_sel[start:start + per_chunk]
+        maps = activations[b.to(activations.device), k.to(activations.device)]
+        maps = maps.to(device=device, dtype=torch.float32)[:, None]
+        up = F.interpolate(maps, size=(sh, sw), mode="bilinear", align_corners=False)
+        yield b, k, (up[:, 0] > thresholds[k][:, None, None]).reshape(len(b), pixels)
+
+
 class IoUTally:
     """Exact int64 counts I[unit, label], A[unit, category] (both definitions), G[label].
 
@@ -61,15 +82,7 @@ class IoUTally:
         self._count_truth(planes, image_labels, pixels)
         pixel_present, image_present = self._presence(planes, image_labels)
 
-        maxima = activations.amax(dim=(2, 3))
-        margin = ROUNDING_MARGIN * maxima.abs()
-        b_sel, k_sel = torch.nonzero(maxima + margin > thresholds[None], as_tuple=True)
-        per_chunk = max(1, CHUNK_PIXELS // pixels)
-        for start in range(0, len(b_sel), per_chunk):
-            b, k = b_sel[start:start + per_chunk], k_sel[start:start + per_chunk]
-            maps = activations[b, k].to(device=device, dtype=torch.float32)[:, None]
-            up = F.interpolate(maps, size=(sh, sw), mode="bilinear", align_corners=False)
-            mask = (up[:, 0] > thresholds[k][:, None, None]).reshape(len(b), pixels)
+        for b, k, mask in unit_masks(activations, thresholds, (sh, sw), device):
             self._count_masks(mask, b, k, planes, image_labels, pixel_present, image_present)
 
     def _count_truth(self, planes: torch.Tensor, image_labels: torch.Tensor, pixels: int) -> None:

@@ -19,7 +19,7 @@ __all__ = ["__version__", "dissect", "explain", "Dissection", "LayerResult", "Pr
            "DissectError"]
 
 _WHERE = {
-    "dissect": "netdissect.api", "explain": "netdissect.explain.run", "Dissection": "netdissect.results",
+    "dissect": "netdissect.api", "explain": "netdissect.compositional.run", "Dissection": "netdissect.results",
     "LayerResult": "netdissect.results", "Probe": "netdissect.models.probe",
     "Preprocess": "netdissect.models.preprocess", "Settings": "netdissect.engine.settings",
     "build_model": "netdissect.models.zoo", "load_broden": "netdissect.data.broden",

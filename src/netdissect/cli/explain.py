@@ -41,7 +41,7 @@ def add_parsers(sub) -> None:
 
 def run_explain(args: argparse.Namespace) -> int:
     from netdissect.api import is_main_process
-    from netdissect.explain import explain
+    from netdissect.compositional import explain
 
     probe = probe_from_args(args)
     if not probe.layers:

@@ -6,6 +6,6 @@ section 13).
     search.beam_search     the beam search over exact counts
     run.explain            the API (and `netdissect explain`): dissect, mask pass, search, save
 """
-from netdissect.explain.run import LayerExplanations, explain
+from netdissect.compositional.run import LayerExplanations, explain
 
 __all__ = ["explain", "LayerExplanations"]

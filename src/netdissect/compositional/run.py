@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from netdissect.data.broden import Broden, BrodenImages, collate_samples, load_broden
 from netdissect.errors import BrodenError, ResultError, SettingsError
-from netdissect.explain.atoms import AtomTable, ConceptAtoms
-from netdissect.explain.search import Explanation, beam_search
+from netdissect.compositional.atoms import AtomTable, ConceptAtoms
+from netdissect.compositional.search import Explanation, beam_search
 from netdissect.files import atomic_write_files, csv_bytes, json_bytes
 from netdissect.models.probe import Probe
 from netdissect.results import Dissection, layer_folder_name

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from netdissect.explain.atoms import AtomTable
-from netdissect.explain.formula import OP_LENGTH, OPS, Formula
+from netdissect.compositional.atoms import AtomTable
+from netdissect.compositional.formula import OP_LENGTH, OPS, Formula
 
 __all__ = ["Explanation", "beam_search", "Counts"]
 

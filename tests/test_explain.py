@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import netdissect
 from netdissect.api import as_probe
 from netdissect.cli.main import main
+from netdissect.report import write_report
 from netdissect.compositional.atoms import ConceptAtoms
 from netdissect.compositional.formula import OPS, Formula
 from netdissect.compositional.search import beam_search
@@ -246,3 +247,18 @@ def test_explain_refuses_bad_options(broden_dir, tmp_path, capsys, option, value
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_report_shows_formulas_only_for_the_dissection_they_were_made_for(broden_dir, tmp_path):
+    out = tmp_path / "out"
+    found = netdissect.explain(TinyNet(), broden_dir, ["conv1"], out=out, progress=False, workers=0)
+    page = (out / "conv1" / "index.html").read_text()
+    first = found["conv1"].records()[0]
+    assert "explanations.json" in page and "formula <b" in page
+    assert 'id="unit-0"' in page and first["formula"].split(" ")[0].strip("(") in page
+    # dissected again with another quantile: the formulas no longer belong to these results
+    netdissect.dissect(TinyNet(), broden_dir, ["conv1"], out=out, progress=False, workers=0,
+                       quantile=0.05, report=False)
+    with pytest.warns(UserWarning, match="another dissection"):
+        write_report(out, progress=False)
+    assert "formula <b" not in (out / "conv1" / "index.html").read_text()

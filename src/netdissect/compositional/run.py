@@ -44,6 +44,7 @@ class LayerExplanations:
     names: list[str]  # label names by global number
     settings: dict
     meta: dict
+    fingerprint: str = ""  # of the dissection whose thresholds made the unit masks
 
     @property
     def mean_iou_by_length(self) -> list[float]:
@@ -67,7 +68,7 @@ class LayerExplanations:
 
     def files(self) -> dict[str, bytes]:
         records = self.records()
-        document = {"layer": self.layer, "settings": self.settings,
+        document = {"layer": self.layer, "fingerprint": self.fingerprint, "settings": self.settings,
                     "mean_iou_by_length": self.mean_iou_by_length, "meta": self.meta,
                     "units": records}
         rows = [{k: r[k] for k in CSV_COLUMNS} for r in records]
@@ -133,7 +134,8 @@ def explain(model: nn.Module | Probe, dataset: str | os.PathLike | Broden,
             {"length": length, "beam": beam, "penalty": penalty, "quantile": settings.quantile},
             {"atoms": len(table.pixels), "labels": len(present),
              "images": len(broden.rows) - len(skipped), "mask_pass_seconds": round(mask_seconds, 3),
-             "search_seconds": round(time.perf_counter() - started, 3)})
+             "search_seconds": round(time.perf_counter() - started, 3)},
+            dissection[name].meta.get("fingerprint", ""))
     if out is not None and is_main_process():
         for result in found.values():
             result.save(out)

@@ -1,7 +1,7 @@
 """The geometry of the report's inline SVG charts: numbers and coordinates, no markup.
 
-`concept_bars`, `iou_histogram` and `comparison_bars` turn `LayerView`s into plain
-dataclasses; templates/charts.html draws them.  They count what `LayerView` holds, so the
+`concept_bars`, `iou_histogram`, `length_bars` and `comparison_bars` turn `LayerView`s into
+plain dataclasses; templates/charts.html draws them.  They count what `LayerView` holds, so the
 charts agree with the headline, the tables and the matplotlib figures.
 """
 from __future__ import annotations
@@ -148,6 +148,66 @@ def iou_histogram(view: LayerView, bins: int = 30) -> Histogram:
         detector = lo >= t * (1 - 1e-9)
         chart.bins.append(Bin(lo, hi, n, detector, DETECTOR_FILL if detector else OTHER_FILL,
                               left + i * bar_w, base - n * scale, bar_w - 1, n * scale))
+    return chart
+
+
+# -- mean IoU of the compositional explanations against formula length -----------------------
+@dataclass
+class LengthBar:
+    length: int  # the formulas' most leaves
+    mean: float  # mean over units of the IoU of the best formula of at most `length` leaves
+    x: float
+    y: float
+    height: float
+
+
+@dataclass
+class ScaleTick:
+    """A horizontal grid line of a chart of fractions: its y coordinate and the value it marks."""
+
+    y: float
+    value: float
+
+
+@dataclass
+class LengthChart:
+    width: int
+    height: int
+    left: float
+    base: float
+    bar: float
+    ticks: list[ScaleTick]
+    bars: list[LengthBar]
+
+
+def scale_ticks(peak: float, base: float, scale: float) -> list[ScaleTick]:
+    """Grid lines at round values (steps of 1, 2 or 5 times a power of ten, at most five
+    lines above 0) from 0 to `peak`, `scale` pixels per unit above `base`."""
+    if peak <= 0:
+        return [ScaleTick(base, 0.0)]
+    power = 10.0 ** math.floor(math.log10(peak))
+    step = next(k * power for k in (0.2, 0.5, 1, 2, 5) if peak / (k * power) <= 5)
+    return [ScaleTick(base - v * scale, v)
+            for v in (round(i * step, 12) for i in range(int(peak / step + 1e-9) + 1))]
+
+
+def length_bars(view: LayerView) -> LengthChart | None:
+    """Mean IoU of the compositional explanations against formula length: one bar per length
+    n = 1, 2, ..., its height the mean over units of the IoU of their best formula of at most
+    n leaves (n = 1: the best single label).  None when the layer has no explanations (or
+    they explain no unit)."""
+    if view.explanations is None or not view.explanations.mean_iou_by_length:
+        return None
+    means = view.explanations.mean_iou_by_length
+    bar, gap, plot_h, top, bottom, left = 36, 14, 150, 16, 34, 40
+    peak = max(means)
+    scale = plot_h / peak if peak > 0 else 0.0
+    width = round(max(left + len(means) * (bar + gap) + 10, 200))
+    base = top + plot_h
+    chart = LengthChart(width, top + plot_h + bottom, left, base, bar, scale_ticks(peak, base, scale), [])
+    for n, mean in enumerate(means, 1):
+        chart.bars.append(LengthBar(n, mean, left + gap / 2 + (n - 1) * (bar + gap), base - mean * scale,
+                                    mean * scale))
     return chart
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netdissect.report.charts import comparison_bars, concept_bars, iou_histogram
+from netdissect.report.charts import comparison_bars, concept_bars, iou_histogram, length_bars
 from netdissect.report.render import render, script_json
 from netdissect.report.views import LayerView, category_colours
 
@@ -57,18 +57,21 @@ def headline(view: LayerView) -> str:
 
 
 def page_data(view: LayerView) -> dict:
-    """The unit records the layer page's script sorts and filters by."""
+    """The unit records the layer page's script sorts and filters by (`formula`: the display
+    text of the unit's compositional explanation, "" without one)."""
     return {"layer": view.layer, "iou_threshold": view.counts["iou_threshold"],
             "categories": view.categories,
             "units": [{"unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
-                       "threshold": u.threshold, "others": [list(o) for o in u.others]}
+                       "threshold": u.threshold, "others": [list(o) for o in u.others],
+                       "formula": u.formula}
                       for u in view.units]}
 
 
 def layer_page(view: LayerView, strips: dict[int, Strip], crumbs: list[Crumb], run_name: str,
                files: list[str], note: str = "") -> str:
-    """The page of one layer: headline, charts, controls, and a card per unit, best IoU
-    first (the page's default sort)."""
+    """The page of one layer: headline, charts (with the mean IoU per formula length when the
+    view has explanations), controls, and a card per unit, best IoU first (the page's default
+    sort)."""
     colours = category_colours(view.categories)
     return render("layer.html", title=f"{run_name} {view.layer}: netdissect", view=view,
                   run_name=run_name, crumbs=crumbs, files=files, note=note,
@@ -76,6 +79,7 @@ def layer_page(view: LayerView, strips: dict[int, Strip], crumbs: list[Crumb], r
                   quantile=view.meta.get("settings", {}).get("quantile"),
                   dataset=view.meta.get("dataset", {}).get("path", ""),
                   concepts=concept_bars(view, colours), histogram=iou_histogram(view),
+                  lengths=length_bars(view),
                   cards=sorted(view.units, key=lambda u: (-u.iou, u.unit)), strips=strips,
                   data=page_data(view))
 

@@ -3,7 +3,9 @@
 For one run, under the report folder (by default the result folder itself):
 
     index.html                      overview: every layer side by side
-    <layer folder>/index.html       a layer page: headline, charts, a card per unit
+    <layer folder>/index.html       a layer page: headline, charts, a card per unit (with the
+                                    unit's formula when the layer folder holds the
+                                    explanations.json of `netdissect explain`)
     <layer folder>/strips/unit-NNNN.jpg   the unit's top images with its mask
     figures/<layer folder>-concepts.{png,svg}, figures/layers.{png,svg}
 
@@ -32,7 +34,7 @@ from netdissect.report.experiments import find_experiments
 from netdissect.report.figures import comparison_figure, concept_figure
 from netdissect.report.pages import Crumb, LayerLink, Strip, layer_page, overview_page
 from netdissect.report.strips import StripMaker
-from netdissect.report.views import LayerView, layer_view
+from netdissect.report.views import LayerView, layer_view, load_explanations
 from netdissect.errors import ResultError
 
 if TYPE_CHECKING:
@@ -118,10 +120,16 @@ def open_images(dissection: Dissection, dataset: str | os.PathLike | None,
 
 def write_layer(run: Run, layer: str, folder: Path, images: StripMaker | None, note: str,
                 parent: str | None, top: int, progress: bool) -> LayerView:
-    """Strips, page and figure of one layer under `folder` (the run's report folder)."""
+    """Strips, page and figure of one layer under `folder` (the run's report folder); the
+    units' formulas from the layer's explanations.json, in the report's layer folder or else
+    the result's."""
     result = run.dissection[layer]
     view = layer_view(result, run.dissection.image_names, top=top)
     layer_dir = folder / view.folder
+    explanations = layer_dir / "explanations.json"
+    if not explanations.is_file() and run.dissection.out is not None:
+        explanations = Path(run.dissection.out) / view.folder / "explanations.json"
+    load_explanations(view, explanations)
     strips = {}
     if images is not None:
         (layer_dir / "strips").mkdir(parents=True, exist_ok=True)
@@ -135,7 +143,8 @@ def write_layer(run: Run, layer: str, folder: Path, images: StripMaker | None, n
     concept_figure(view, folder / "figures" / f"{view.folder}-concepts",
                    title=f"{run.name} {layer}: {view.counts['unique_detectors_total']} unique detectors "
                          f"(IoU >= {view.iou_threshold:g})")
-    files = [f for f in ("tally.csv", "units.json", "summary.json") if (layer_dir / f).is_file()]
+    files = [f for f in ("tally.csv", "units.json", "summary.json", "explanations.csv", "explanations.json")
+             if (layer_dir / f).is_file()]
     files += [f"../figures/{view.folder}-concepts.{ext}" for ext in ("png", "svg")]
     crumbs = ([Crumb("all runs", f"../{parent}")] if parent else []) + [Crumb(run.name, "../index.html")]
     html = layer_page(view, strips, crumbs, run.name, files, note)

@@ -33,6 +33,7 @@
       var u = record(card);
       var ok = (cat === "" || u.category === cat) && u.iou >= min &&
                (query === "" || u.label.toLowerCase().indexOf(query) >= 0 ||
+                (u.formula || "").toLowerCase().indexOf(query) >= 0 ||
                 u.others.some(function (o) { return o[1].toLowerCase().indexOf(query) >= 0; }));
       card.hidden = !ok;
       if (ok) visible += 1;

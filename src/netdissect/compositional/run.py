@@ -29,7 +29,7 @@ from netdissect.engine.run import default_workers
 from netdissect.engine.settings import Settings
 from netdissect.stats.distributed import init_world, merge_across_ranks
 
-__all__ = ["explain", "LayerExplanations", "CSV_COLUMNS"]
+__all__ = ["explain", "collect_atoms", "LayerExplanations", "CSV_COLUMNS"]
 
 CSV_COLUMNS = ["unit", "formula", "iou", "length", "single_label", "single_iou"]
 
@@ -119,7 +119,7 @@ def explain(model: nn.Module | Probe, dataset: str | os.PathLike | Broden,
                           "files and run again with --restart.")
     started = time.perf_counter()
     with probe.session(device) as run_device:
-        tables = _mask_pass(probe, broden, dissection, skipped, run_device, settings, progress)
+        tables = collect_atoms(probe, broden, dissection, skipped, run_device, settings, progress)
     mask_seconds = time.perf_counter() - started
     scored = torch.from_numpy(broden.label_category >= 0)
     found = {}
@@ -155,10 +155,11 @@ def _check(length: int, beam: int, penalty: float) -> None:
         raise SettingsError(f"--penalty must be in (0, 1] (1.0: no penalty), got {penalty!r}")
 
 
-def _mask_pass(probe: Probe, broden: Broden, dissection: Dissection, skipped: set[int],
+def collect_atoms(probe: Probe, broden: Broden, dissection: Dissection, skipped: set[int],
                device: torch.device, settings: Settings, progress: bool) -> dict[str, AtomTable]:
-    """One pass over the data: each layer's atoms and unit mask counts (this process's share
-    under torchrun, merged over all)."""
+    """The pass over the data that builds the unit masks (with the dissection's thresholds):
+    each layer's `AtomTable`, over every image but the rows in `skipped` (under torchrun each
+    process reads its share; the tables are merged over all)."""
     world = init_world(device)
     rows = [i for i in world.shard(len(broden.rows)) if i not in skipped]
     size = settings.batch_size

@@ -3,9 +3,9 @@
 Every candidate `F OR L`, `F AND L`, `F AND NOT L` of a formula F in a unit's beam is scored
 for every label L at once.  Besides the counts known before the step (|U|, |L|, |U AND L|,
 and |F|, |U AND F| of the beam), only two new counts are needed per (F, L):
-|F AND L| over the whole dataset and |U AND F AND L| over the unit's mask.  Both are sums
-over the atoms of `atoms.AtomTable` where F holds, computed for all labels in one sparse
-product (exact: integer sums below 2**53 in float64) and one `index_add_`.
+|F AND L| over the whole dataset and |U AND F AND L| over the unit's mask.  Both are int64
+sums over the atoms of `atoms.AtomTable` where F holds (few, for most formulas), each one
+`index_add_` for all labels at once.
 
     OR:      |U AND (F OR L)|  = |U AND F| + |U AND L| - |U AND F AND L|;  |F OR L| = |F| + |L| - |F AND L|
     AND:     |U AND (F AND L)| = |U AND F AND L|;                          |F AND L|
@@ -65,7 +65,7 @@ class Counts:
         self.table = table
         self.units = units
         self.labels = labels.to(device)  # (nL,) label numbers; column j of every matrix
-        nL, nA = len(labels), len(table.pixels)
+        nL = len(labels)
         top = max(int(table.atoms.max()) if table.atoms.numel() else 0, int(labels.max()) if nL else 0)
         lut = torch.full((top + 1,), -1, dtype=torch.int64, device=device)
         lut[self.labels] = torch.arange(nL, device=device)
@@ -80,10 +80,6 @@ class Counts:
         order = torch.argsort(cols, stable=True)
         self.label_atoms = rows[order]
         self.label_ptr = _ptr(torch.bincount(cols, minlength=nL))
-        # |F AND L| for all L = W^T (truth * pixels): W (nL x nA) holds each atom's labels
-        values = table.pixels[rows].to(torch.float64)
-        self.weights = torch.sparse_coo_tensor(torch.stack([cols, rows]), values, (nL, nA),
-                                               check_invariants=False).coalesce()
         # per unit: its mask pixels, its atoms (CSR), and |U AND L|
         self.unit_pixels = torch.zeros(units, dtype=torch.int64, device=device).index_add_(
             0, table.unit, table.count)
@@ -108,9 +104,16 @@ class Counts:
         return truth
 
     def formula_label_counts(self, truths: torch.Tensor) -> torch.Tensor:
-        """|F AND L| (c, nL) int64 for formulas given by their truth (c, nA) bool."""
-        product = torch.sparse.mm(self.weights, truths.T.to(torch.float64))
-        return product.T.round().to(torch.int64)
+        """|F AND L| (c, nL) int64 for formulas given by their truth (c, nA) bool: a sum over
+        the atoms where each formula holds (few, for most formulas), for all labels at once."""
+        nL = len(self.labels)
+        formula, atom = torch.nonzero(truths, as_tuple=True)
+        cols = self.columns[atom]
+        valid = cols >= 0
+        out = torch.zeros(truths.shape[0] * nL, dtype=torch.int64, device=truths.device)
+        out.index_add_(0, (formula[:, None] * nL + cols)[valid],
+                       self.table.pixels[atom][:, None].expand_as(cols)[valid])
+        return out.reshape(truths.shape[0], nL)
 
     def unit_formula_label_counts(self, units: torch.Tensor, formulas: torch.Tensor,
                                   truths: torch.Tensor) -> torch.Tensor:
@@ -149,7 +152,6 @@ def beam_search(table: AtomTable, units: int, labels: torch.Tensor, names: list[
     """Each unit's best formula of at most `length` leaves (`length - 1` beam steps) over the
     candidate `labels` (label numbers; `names[number]` is the text of a label)."""
     counts = Counts(table, units, labels)
-    nL = len(counts.labels)
     label_numbers = counts.labels.tolist()
     # Text order among candidates that differ only by their last label: name + ")".
     label_rank = _rank([names[n] + ")" for n in label_numbers])
@@ -194,88 +196,104 @@ def _primitives(counts: Counts, names, beam, name_rank):
 
 def _step(counts: Counts, beams: list[list[_Item]], names, beam, penalty, label_rank):
     """One beam step for every unit: score all extensions, keep the best `beam` per unit."""
+    inter, size = _extension_counts(counts, beams)
+    pair_unit = torch.tensor([u for u, b in enumerate(beams) for _ in b], dtype=torch.int64)
+    ious = _iou(inter, counts.unit_pixels.cpu()[pair_unit][:, None, None], size)
+    new_beams, first = [], 0
+    for old in beams:
+        mine = slice(first, first + len(old))
+        first += len(old)
+        candidates = _Extensions(old, ious[mine], penalty, counts, names, label_rank)
+        chosen = _select(candidates.scores, beam, candidates.length, candidates.text, candidates.rank)
+        new_beams.append([candidates.item(c, inter[mine], size[mine]) for c in chosen])
+    return new_beams
+
+
+def _extension_counts(counts: Counts, beams: list[list[_Item]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every (unit, beam formula F) pair, in beam order, and every op and label L:
+    |U AND G| and |G| of the candidate G = F op L, (pairs, 3, nL) int64 each."""
     nL = len(counts.labels)
     device = counts.lut.device
-    formulas = list(dict.fromkeys(item.formula for b in beams for item in b))
+    parents = [item for b in beams for item in b]
+    formulas = list(dict.fromkeys(item.formula for item in parents))
     index = {f: i for i, f in enumerate(formulas)}
-    pairs = [(u, index[item.formula]) for u, b in enumerate(beams) for item in b]
-    inter_new = torch.zeros((len(pairs), 3, nL), dtype=torch.int64)
-    size_new = torch.zeros((len(pairs), 3, nL), dtype=torch.int64)
-    nA = max(1, len(counts.table.pixels))
-    chunk = max(1, TRUTH_BUDGET // nA)
-    pair_unit = torch.tensor([u for u, _ in pairs], dtype=torch.int64)
-    pair_formula = torch.tensor([f for _, f in pairs], dtype=torch.int64)
-    parent = [item for b in beams for item in b]  # the formula each pair extends
+    pair_unit = torch.tensor([u for u, b in enumerate(beams) for _ in b], dtype=torch.int64)
+    pair_formula = torch.tensor([index[item.formula] for item in parents], dtype=torch.int64)
+    parent_size = torch.tensor([item.size for item in parents], dtype=torch.int64)[:, None]
+    parent_inter = torch.tensor([item.inter for item in parents], dtype=torch.int64)[:, None]
+    unit_label, label_pixels = counts.unit_label.cpu(), counts.label_pixels.cpu()[None]
+    inter = torch.zeros((len(parents), 3, nL), dtype=torch.int64)
+    size = torch.zeros((len(parents), 3, nL), dtype=torch.int64)
+    chunk = max(1, TRUTH_BUDGET // max(1, len(counts.table.pixels)))
     for start in range(0, len(formulas), chunk):
         truths = torch.stack([f.evaluate(counts.member) for f in formulas[start:start + chunk]])
-        fl = counts.formula_label_counts(truths).cpu()  # |F AND L|
+        fl_all = counts.formula_label_counts(truths).cpu()  # |F AND L|
         selected = torch.nonzero((pair_formula >= start) & (pair_formula < start + chunk)).flatten()
         for part in _entry_chunks(counts, pair_unit[selected]):
             p = selected[part]
             ufl = counts.unit_formula_label_counts(pair_unit[p].to(device),
                                                    (pair_formula[p] - start).to(device), truths).cpu()
-            f_size = torch.tensor([parent[int(i)].size for i in p], dtype=torch.int64)[:, None]
-            uf = torch.tensor([parent[int(i)].inter for i in p], dtype=torch.int64)[:, None]
-            ul = counts.unit_label.cpu()[pair_unit[p]]
-            lp = counts.label_pixels.cpu()[None]
-            flp = fl[pair_formula[p] - start]
-            inter_new[p, 0], size_new[p, 0] = uf + ul - ufl, f_size + lp - flp  # OR
-            inter_new[p, 1], size_new[p, 1] = ufl, flp  # AND
-            inter_new[p, 2], size_new[p, 2] = uf - ufl, f_size - flp  # AND NOT
-    unit_pixels = counts.unit_pixels.cpu()
-    iou_new = _iou(inter_new, unit_pixels[pair_unit][:, None, None], size_new)
-    op_length = torch.tensor([OP_LENGTH[op] for op in OPS], dtype=torch.int64)
-    numbers = counts.labels.tolist()
-    new_beams = []
-    first_pair = 0
-    for u, old in enumerate(beams):
-        mine = range(first_pair, first_pair + len(old))
-        first_pair += len(old)
-        if not old:
-            new_beams.append([])
-            continue
-        lengths = torch.tensor([old[i].formula.length for i in range(len(old))])[:, None, None] + op_length[None, :, None]
-        scores = iou_new[mine.start:mine.stop] * penalty ** (lengths - 1).to(torch.float64)
-        _drop_repeats(scores, old, counts)
-        flat = scores.reshape(-1)
-        n_old = len(old)
-        every = torch.cat([torch.tensor([it.score for it in old], dtype=torch.float64), flat])
+            f, uf, ul, fl = parent_size[p], parent_inter[p], unit_label[pair_unit[p]], fl_all[pair_formula[p] - start]
+            inter[p, 0], size[p, 0] = uf + ul - ufl, f + label_pixels - fl  # OR
+            inter[p, 1], size[p, 1] = ufl, fl  # AND
+            inter[p, 2], size[p, 2] = uf - ufl, f - fl  # AND NOT
+    return inter, size
 
-        def decode(c, old=old):
-            i, rest = divmod(c - n_old, 3 * nL)
-            o, j = divmod(rest, nL)
-            return i, o, j
 
-        def length_of(c, old=old):
-            if c < n_old:
-                return old[c].formula.length
-            i, o, _ = decode(c)
-            return old[i].formula.length + OP_LENGTH[OPS[o]]
+class _Extensions:
+    """One unit's candidates of a step: its beam (`old`, candidates 0..n-1), then every
+    extension (parent i, op o, label j) at n + (i*3 + o)*nL + j."""
 
-        def text_of(c, old=old):
-            if c < n_old:
-                return old[c].formula.text(names)
-            i, o, j = decode(c)
-            return old[i].formula.extend(OPS[o], numbers[j]).text(names)
+    def __init__(self, old: list[_Item], ious: torch.Tensor, penalty: float, counts: Counts,
+                 names: list[str], label_rank: torch.Tensor):
+        self.old, self.ious, self.names, self.label_rank = old, ious, names, label_rank
+        self.numbers = counts.labels.tolist()
+        self.nL = len(self.numbers)
+        op_length = torch.tensor([OP_LENGTH[op] for op in OPS], dtype=torch.int64)
+        lengths = torch.tensor([it.formula.length for it in old], dtype=torch.int64)[:, None, None] + op_length[None, :, None]
+        scores = ious * penalty ** (lengths - 1).to(torch.float64)
+        self._drop_repeats(scores, counts)
+        self.new_scores = scores.reshape(-1)
+        self.scores = torch.cat([torch.tensor([it.score for it in old], dtype=torch.float64), self.new_scores])
 
-        def rank_of(cs: torch.Tensor, n_old=n_old) -> torch.Tensor:
-            # within one parent and one operator, text order is label order; group by both
-            group = torch.where(cs < n_old, -1 - cs, (cs - n_old) // nL)
-            new = cs >= n_old
-            return torch.where(new, label_rank[(cs - n_old).clamp(min=0) % nL], 0), group
+    def _drop_repeats(self, scores: torch.Tensor, counts: Counts) -> None:
+        """A candidate equal to a formula already in the beam is not a new candidate."""
+        where = {item.formula: i for i, item in enumerate(self.old)}
+        for item in self.old:
+            f = item.formula
+            parent = Formula(f.first, f.steps[:-1])
+            if f.steps and parent in where:
+                op, label = f.steps[-1]
+                scores[where[parent], OPS.index(op), int(counts.lut[label])] = -1.0
 
-        chosen = _select(every, beam, length_of, text_of, rank_of)
-        items = []
-        for c in chosen:
-            if c < n_old:
-                items.append(old[c])
-                continue
-            i, o, j = decode(c)
-            p = mine.start + i
-            items.append(_Item(old[i].formula.extend(OPS[o], numbers[j]), int(inter_new[p, o, j]),
-                               int(size_new[p, o, j]), float(iou_new[p, o, j]), float(flat[c - n_old])))
-        new_beams.append(items)
-    return new_beams
+    def decode(self, c: int) -> tuple[int, int, int]:
+        i, rest = divmod(c - len(self.old), 3 * self.nL)
+        return (i, *divmod(rest, self.nL))
+
+    def formula(self, c: int) -> Formula:
+        if c < len(self.old):
+            return self.old[c].formula
+        i, o, j = self.decode(c)
+        return self.old[i].formula.extend(OPS[o], self.numbers[j])
+
+    def length(self, c: int) -> int:
+        return self.formula(c).length
+
+    def text(self, c: int) -> str:
+        return self.formula(c).text(self.names)
+
+    def rank(self, cs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rank, group): within one parent and operator, text order is label order."""
+        n = len(self.old)
+        group = torch.where(cs < n, -1 - cs, (cs - n) // self.nL)
+        return torch.where(cs >= n, self.label_rank[(cs - n).clamp(min=0) % self.nL], 0), group
+
+    def item(self, c: int, inter: torch.Tensor, size: torch.Tensor) -> _Item:
+        if c < len(self.old):
+            return self.old[c]
+        i, o, j = self.decode(c)
+        return _Item(self.formula(c), int(inter[i, o, j]), int(size[i, o, j]),
+                     float(self.ious[i, o, j]), float(self.new_scores[c - len(self.old)]))
 
 
 def _entry_chunks(counts: Counts, units: torch.Tensor):
@@ -289,19 +307,6 @@ def _entry_chunks(counts: Counts, units: torch.Tensor):
         total += n
     if start < len(units):
         yield torch.arange(start, len(units))
-
-
-def _drop_repeats(scores: torch.Tensor, old: list[_Item], counts: Counts) -> None:
-    """A candidate equal to a formula already in the beam is not a new candidate."""
-    where = {item.formula: i for i, item in enumerate(old)}
-    for item in old:
-        f = item.formula
-        if f.steps:
-            parent = Formula(f.first, f.steps[:-1])
-            if parent in where:
-                op, label = f.steps[-1]
-                j = int(counts.lut[label])
-                scores[where[parent], OPS.index(op), j] = -1.0
 
 
 def _select(scores: torch.Tensor, beam: int, length_of, text_of, rank_of) -> list[int]:

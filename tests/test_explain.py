@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import netdissect
 from netdissect.api import as_probe
 from netdissect.cli.main import main
+from netdissect.engine.checkpoint import RecomputeWarning
 from netdissect.report import write_report
 from netdissect.compositional.atoms import ConceptAtoms
 from netdissect.compositional.formula import OPS, Formula
@@ -257,8 +258,48 @@ def test_report_shows_formulas_only_for_the_dissection_they_were_made_for(broden
     assert "explanations.json" in page and "formula <b" in page
     assert 'id="unit-0"' in page and first["formula"].split(" ")[0].strip("(") in page
     # dissected again with another quantile: the formulas no longer belong to these results
-    netdissect.dissect(TinyNet(), broden_dir, ["conv1"], out=out, progress=False, workers=0,
-                       quantile=0.05, report=False)
+    with pytest.warns(RecomputeWarning, match="quantile changed"):
+        netdissect.dissect(TinyNet(), broden_dir, ["conv1"], out=out, progress=False, workers=0,
+                           quantile=0.05, report=False)
     with pytest.warns(UserWarning, match="another dissection"):
         write_report(out, progress=False)
     assert "formula <b" not in (out / "conv1" / "index.html").read_text()
+
+
+@pytest.mark.timeout(240)
+def test_two_process_torchrun_explain_equals_one_process(broden_dir, tmp_path):
+    """Under torchrun each process builds the atoms of its share of the images; merged, the
+    formulas are those of one process, byte for byte."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": tests + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    args = ["-m", "netdissect", "explain", "--dataset", str(broden_dir), "--model", "conftest:tiny_net",
+            "--layers", "conv1,conv2", "--batch-size", "7", "--workers", "0", "--no-report", "--quiet"]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=200)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", *args, "--out", str(tmp_path / "two")], env=env,
+                         capture_output=True, text=True, timeout=200)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for layer in ("conv1", "conv2"):
+        assert (tmp_path / "one" / layer / "explanations.csv").read_bytes() == \
+            (tmp_path / "two" / layer / "explanations.csv").read_bytes()
+        a = json.loads((tmp_path / "one" / layer / "explanations.json").read_text())
+        b = json.loads((tmp_path / "two" / layer / "explanations.json").read_text())
+        assert a["units"] == b["units"] and a["meta"]["atoms"] == b["meta"]["atoms"]
+
+
+@pytest.mark.parametrize("top", [9, 1 << 20])  # packed into one int64 key / column by column
+def test_unique_rows_equals_torch_unique(top):
+    from netdissect.compositional.atoms import _unique_rows
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 4, (500, 5), generator=g) * (top // 3)
+    mine, expected = _unique_rows(rows), torch.unique(rows, dim=0, return_inverse=True)
+    assert torch.equal(mine[0], expected[0]) and torch.equal(mine[1], expected[1])

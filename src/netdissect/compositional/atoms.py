@@ -68,9 +68,15 @@ def pixel_atoms(planes: torch.Tensor, image_labels: torch.Tensor) -> tuple[torch
 
 
 def _unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.unique(rows, dim=0, return_inverse=True), computed column by column on 1-D int64
-    keys (several times faster than sorting whole rows)."""
+    """torch.unique(rows, dim=0, return_inverse=True) for rows of non-negative integers,
+    sorted lexicographically, computed on 1-D int64 keys (several times faster than sorting
+    whole rows): one key per row when the row's numbers fit in 63 bits, else column by column."""
     base = int(rows.max()) + 1
+    bits = max(1, (base - 1).bit_length())
+    if bits * rows.shape[1] <= 63:
+        shifts = torch.arange(rows.shape[1] - 1, -1, -1, device=rows.device) * bits
+        keys, ids = torch.unique((rows << shifts).sum(1), return_inverse=True)
+        return (keys[:, None] >> shifts) & ((1 << bits) - 1), ids
     ids = torch.zeros(rows.shape[0], dtype=torch.int64, device=rows.device)
     for column in rows.T:
         ids = torch.unique(ids * base + column, return_inverse=True)[1]

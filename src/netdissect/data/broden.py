@@ -354,14 +354,14 @@ class BrodenImages(torch.utils.data.Dataset):
     def _load_labels(self, row: IndexRow) -> tuple[torch.Tensor, torch.Tensor]:
         sh, sw = self.broden.label_size
         known, scored = self.broden.label_known, self.scored
-        planes = np.zeros((len(row.planes), sh, sw), dtype=np.int64)
+        planes = np.zeros((len(row.planes), sh, sw), dtype=np.int32)
         files = [self._read(rel, "label plane") for rel in row.planes]
         for j, (rel, data) in enumerate(zip(row.planes, files)):
             path = self.broden.images_dir / rel
             try:
                 with Image.open(io.BytesIO(data)) as im:
                     mode = im.mode
-                    rgb = np.asarray(im.convert("RGB")) if mode in ("RGB", "RGBA") else None
+                    rgb = np.asarray(im) if mode in ("RGB", "RGBA") else None
             except (OSError, ValueError, SyntaxError) as e:
                 raise BrodenError(f"{path}: cannot read the label plane ({e}). Replace the file, "
                                   "or pass --skip-bad to skip and count such images.") from None
@@ -375,21 +375,23 @@ class BrodenImages(torch.utils.data.Dataset):
             if rgb.shape[:2] != (sh, sw):
                 raise BrodenError(f"{path}: label plane is {rgb.shape[0]}x{rgb.shape[1]}, "
                                   f"index.csv says {sh}x{sw}.")
-            plane = rgb[..., 0].astype(np.int64) + 256 * rgb[..., 1].astype(np.int64)
-            if plane.max() >= len(known) or not known[plane[plane > 0]].all():
-                bad = sorted(set(np.unique(plane[plane > 0]).tolist())
-                             - set(np.flatnonzero(known).tolist()))
+            plane = rgb[..., 0].astype(np.int32) | (rgb[..., 1].astype(np.int32) << 8)
+            present = np.flatnonzero(np.bincount(plane.ravel()))  # the labels in the plane
+            present = present[present > 0]
+            if len(present) and (present[-1] >= len(known) or not known[present].all()):
+                bad = [int(n) for n in present if n >= len(known) or not known[n]]
                 raise BrodenError(f"{path}: label number(s) {bad[:5]} are not in label.csv. Fix "
                                   "the plane or label.csv, or pass --skip-bad.")
-            planes[j] = np.where(scored[plane], plane, 0)
+            planes[j] = plane if scored[present].all() else np.where(scored[plane], plane, 0)
         image_labels = np.unique([n for n in row.image_labels if scored[n]]).astype(np.int64)
-        if len(planes) > 1:
-            # One label at one pixel counts once, however many planes repeat it.
-            planes.sort(axis=0)
-            planes[1:][planes[1:] == planes[:-1]] = 0
-        if len(image_labels) and len(planes):
-            planes[np.isin(planes, image_labels)] = 0
-        return torch.from_numpy(planes), torch.from_numpy(image_labels), _digest(files)
+        # One label at one pixel counts once, however many planes repeat it (the first keeps
+        # it), and not at all in a plane when it is a label of the whole image.
+        for j in range(1, len(planes)):
+            for i in range(j):
+                planes[j][planes[j] == planes[i]] = 0
+        for n in image_labels:
+            planes[planes == n] = 0
+        return torch.from_numpy(planes.astype(np.int64)), torch.from_numpy(image_labels), _digest(files)
 
 
 def _digest(contents: list[bytes]) -> int:

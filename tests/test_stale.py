@@ -154,20 +154,28 @@ def test_a_full_disk_leaves_the_earlier_results_and_loses_no_work(data, tmp_path
 
 
 def test_a_file_rewritten_between_the_passes_stops_the_run(data, tmp_path, monkeypatch):
-    """Pass 2 reads the label planes again; their content must be what pass 1 read (a resumed
-    run whose dataset changed in between, even with sizes and times kept)."""
+    """Without the cache, pass 2 reads the images and label planes again; their content must
+    be what pass 1 read (a resumed run whose dataset changed in between, even with sizes and
+    times kept).  With the cache, pass 2 reads no dataset file: the result is pass 1's data."""
     from netdissect.engine import passes
 
+    before = netdissect.dissect(TinyNet(), data, ["conv2"], **QUIET)
     plane = data / "images" / "gen" / "0005_color.png"
     stat = plane.stat()
     real = passes.Passes._tally_pass
 
-    def rewrite_then_tally(self, *args):
-        save_plane(plane, np.full((16, 16), 1, dtype=np.int64))
+    rewrites = []
+
+    def rewrite_then_tally(self, *args):  # each time other content: label 1, then 2
+        rewrites.append(1)
+        save_plane(plane, np.full((16, 16), len(rewrites), dtype=np.int64))
         os.utime(plane, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the same time: only content
         return real(self, *args)
 
     monkeypatch.setattr(passes.Passes, "_tally_pass", rewrite_then_tally)
+    cached = netdissect.dissect(TinyNet(), data, ["conv2"], out=tmp_path / "cached", cache="always", **QUIET)
+    assert cached["conv2"].meta["pass2_source"] == "cache"
+    assert torch.equal(cached["conv2"].intersection, before["conv2"].intersection)
     with pytest.raises(DissectError, match=r"gen/0005\.jpg or its label planes changed since pass 1 "
                                            r"read them.*--restart"):
-        netdissect.dissect(TinyNet(), data, ["conv2"], out=tmp_path / "out", **QUIET)
+        netdissect.dissect(TinyNet(), data, ["conv2"], out=tmp_path / "out", cache="never", **QUIET)

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from netdissect.cli.options import (add_model_options, add_run_options, add_settings_options,
-                                    probe_from_args, settings_from_args)
+from netdissect.cli.options import (add_model_options, add_out_option, add_run_options,
+                                    add_settings_options, out_from_args, probe_from_args,
+                                    settings_from_args)
 from netdissect.errors import SettingsError
 
 __all__ = ["add_parsers", "print_summary"]
@@ -20,7 +21,7 @@ def add_parsers(sub) -> None:
                    help="Broden-format folder (holds index.csv)")
     add_model_options(p)
     add_settings_options(p)
-    p.add_argument("--out", required=True, help="result folder (OUT/<layer>/...)")
+    add_out_option(p, "result folder (OUT/<layer>/...)")
     p.add_argument("--restart", action="store_true",
                    help="discard the saved state of an interrupted run and layers finished earlier")
     p.add_argument("--no-report", action="store_true", help="write the result files but no HTML report")
@@ -55,11 +56,13 @@ def run_dissect(args: argparse.Namespace) -> int:
     if not probe.layers:
         raise SettingsError(f"--layers: model {args.model!r} has no default layers; name some "
                             "(`netdissect layers MODEL` lists them).")
-    result = dissect(probe, args.dataset, settings=settings_from_args(args), out=args.out,
+    settings = settings_from_args(args)
+    out = out_from_args(args, probe.name)
+    result = dissect(probe, args.dataset, settings=settings, out=out,
                      report=not args.no_report, progress=not args.quiet, device=args.device,
                      restart=args.restart)
     if is_main_process():
-        print_summary([result], Path(args.out))
+        print_summary([result], out)
     return 0
 
 

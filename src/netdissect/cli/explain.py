@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from netdissect.cli.options import (add_model_options, add_run_options, add_settings_options,
-                                    probe_from_args, settings_from_args)
+from netdissect.cli.options import (add_model_options, add_out_option, add_run_options,
+                                    add_settings_options, out_from_args, probe_from_args,
+                                    settings_from_args)
 from netdissect.errors import SettingsError
 
 __all__ = ["add_parsers"]
@@ -31,7 +32,7 @@ def add_parsers(sub) -> None:
     g.add_argument("--penalty", type=float, default=1.0,
                    help="rank candidates by IoU * penalty**(length-1); 1.0 (default): no penalty")
     add_settings_options(p)
-    p.add_argument("--out", required=True, help="result folder (OUT/<layer>/...)")
+    add_out_option(p, "result folder (OUT/<layer>/...)")
     p.add_argument("--restart", action="store_true",
                    help="discard a saved state and the dissection in --out, and dissect again")
     p.add_argument("--no-report", action="store_true", help="write the result files but no HTML report")
@@ -47,11 +48,13 @@ def run_explain(args: argparse.Namespace) -> int:
     if not probe.layers:
         raise SettingsError(f"--layers: model {args.model!r} has no default layers; name some "
                             "(`netdissect layers MODEL` lists them).")
-    found = explain(probe, args.dataset, settings=settings_from_args(args), length=args.length,
-                    beam=args.beam, penalty=args.penalty, out=args.out, report=not args.no_report,
+    settings = settings_from_args(args)
+    out = out_from_args(args, probe.name)
+    found = explain(probe, args.dataset, settings=settings, length=args.length,
+                    beam=args.beam, penalty=args.penalty, out=out, report=not args.no_report,
                     progress=not args.quiet, device=args.device, restart=args.restart)
     if is_main_process():
-        print_explanations(found, Path(args.out))
+        print_explanations(found, out)
     return 0
 
 

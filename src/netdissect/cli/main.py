@@ -20,8 +20,8 @@ COMMAND_MODULES = ("dissect", "explain", "demo", "data", "report", "experiments"
 
 DESCRIPTION = """Network Dissection: measure how interpretable the units of deep vision networks are.
 
-  netdissect dissect --dataset DIR --model SPEC --layers NAME[,NAME] --out DIR
-  netdissect explain --dataset DIR --model SPEC --layers NAME --out DIR   (formulas per unit)
+  netdissect dissect --dataset DIR --model SPEC --layers NAME[,NAME] [--out DIR]
+  netdissect explain --dataset DIR --model SPEC --layers NAME [--out DIR]  (formulas per unit)
   netdissect demo | toyworld | train-demo | layers MODEL | relabel OUT
   netdissect download broden | report OUT | serve OUT
   netdissect rotate | compare | ablate        (the experiments of the papers)

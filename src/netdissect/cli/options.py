@@ -3,18 +3,23 @@
 The model options are written once (`add_model_options`, turned into a Probe by
 `probe_from_args`); the settings options are derived from the fields of
 `netdissect.engine.settings.Settings` (`add_settings_options`); every command that runs a
-model takes `--device` and `--quiet` (`add_run_options`).
+model takes `--device` and `--quiet` (`add_run_options`).  `dissect` and `explain` take an
+optional `--out` (`add_out_option`), results/<model>-<dataset> unless given (`out_from_args`).
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import sys
 from pathlib import Path
 
 from netdissect.engine.settings import Settings, setting_fields
 from netdissect.models.preprocess import PRESETS
 
 __all__ = ["floats", "names", "number_list", "names_or_file", "add_model_options",
-           "add_settings_options", "add_run_options", "probe_from_args", "settings_from_args"]
+           "add_settings_options", "add_run_options", "add_out_option", "default_out",
+           "out_from_args", "probe_from_args", "settings_from_args"]
 
 
 def floats(option: str, count: int = 3):
@@ -62,8 +67,12 @@ def add_model_options(p: argparse.ArgumentParser, layers: str | None = "--layers
     g.add_argument("--model", required=True,
                    help="a zoo name (resnet18, alexnet, vgg16, efficientnet_lite0, demo_cnn, ...), "
                         "timm:NAME, or an import path package.module:callable")
-    g.add_argument("--weights", help="state dict file (.pt/.pth/.safetensors) for the model, "
-                                     "or 'random' for seeded random weights")
+    g.add_argument("--weights", help="the model's weights: a state dict FILE (.pt/.pth/"
+                                     ".safetensors), 'imagenet' (torchvision's, downloaded into "
+                                     "the torch hub cache), 'places365' (alexnet, resnet18, "
+                                     "resnet50, densenet161; downloaded), or 'random' (seeded "
+                                     "random weights). Default: torchvision's ImageNet weights "
+                                     "if already cached; demo models use their own")
     g.add_argument("--preset", choices=sorted(PRESETS),
                    help="input normalisation preset (mean/std); default: the model's own")
     g.add_argument("--mean", type=floats("--mean"), help="R,G,B means on 0-1 pixels")
@@ -136,3 +145,34 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     """--device and --quiet, for every command that runs a model."""
     p.add_argument("--device", help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_out_option(p: argparse.ArgumentParser, help: str) -> None:
+    """--out, optional: `out_from_args` chooses results/<model>-<dataset> without it."""
+    p.add_argument("--out", help=f"{help}; default: results/MODEL-DATASET in the current "
+                                 "directory, named after the model and the dataset folder")
+
+
+def _safe_name(text: str, fallback: str) -> str:
+    """`text` as one file name: runs of characters other than letters, digits, '.', '_' and
+    '-' become '_' ("timm:vit_b_16" -> "timm_vit_b_16")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or fallback
+
+
+def default_out(model: str, dataset: str | os.PathLike) -> Path:
+    """results/<model>-<dataset>, relative to the current directory: the model's name and the
+    dataset folder's name, each made safe as a file name."""
+    return Path("results") / (f"{_safe_name(model, 'model')}-"
+                              f"{_safe_name(Path(dataset).resolve().name, 'dataset')}")
+
+
+def out_from_args(args: argparse.Namespace, model_name: str) -> Path:
+    """The result folder: --out, else `default_out` (stored in `args.out`), announced on
+    stderr by the main process before the run starts."""
+    if args.out:
+        return Path(args.out)
+    out = default_out(model_name, args.dataset)
+    args.out = str(out)
+    if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per process
+        print(f"results will be written to {out}", file=sys.stderr, flush=True)
+    return out

@@ -4,7 +4,9 @@ With an output folder, the state of the statistics is saved atomically every few
 when SIGTERM arrives, under OUT/.netdissect-state/ (one file per process), keyed by what
 decides the numbers (`settings.state_key`).  The same command started again finds the state,
 checks the key (a change is refused, naming what changed) and continues from the last saved
-batch.  Layers already in OUT with the same fingerprint are reused instead of dissected again.
+batch, saying where (`Checkpoint.announce_resume`: "resuming from saved state: pass 1, 112
+of 1000 images").  Layers already in OUT with the same fingerprint are reused instead of
+dissected again.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -34,11 +37,14 @@ class Checkpoint:
     """Where this process saves its state, when, and whether it was asked to stop.
 
     Without an output folder (`out=None`) nothing is saved and only Ctrl-C stops a run.
+    `resumed` is None, or where a resumed run took up its saved state (`announce_resume`).
     """
 
     def __init__(self, out: Path | None, rank: int, world_size: int, key: dict,
                  every_seconds: float, restart: bool = False):
         self.key = json.loads(json.dumps(key))  # as it reads back from a file
+        self.rank, self.world_size = rank, world_size
+        self.resumed: dict | None = None
         self.every_seconds = every_seconds
         self.path = self.cache_dir = None
         if out is not None:
@@ -64,6 +70,22 @@ class Checkpoint:
                 "to mix them in one tally. Run the same command as before to resume it, or pass "
                 "--restart (restart=True) to discard it.")
         return state
+
+    def announce_resume(self, state: dict, images: int, show: bool) -> str:
+        """Record in `resumed` where the loaded `state` takes up the run (its pass, and the
+        images of this process's share of `images` done in that pass) and, when `show`, say
+        so on stderr; returns the line."""
+        batches = state["batches"]
+        if state["phase"] == 1:  # every image read so far: dissected, or set aside as bad
+            done, total = sum(len(b) for b in batches) + len(state["bad"]), images
+        else:
+            done, total = sum(len(b) for b in batches[:state["done"]]), sum(len(b) for b in batches)
+        self.resumed = {"pass": int(state["phase"]), "images_done": done, "images": total}
+        share = f" (process {self.rank} of {self.world_size})" if self.world_size > 1 else ""
+        line = f"resuming from saved state: pass {state['phase']}, {done} of {total} images{share}"
+        if show:
+            print(line, file=sys.stderr, flush=True)
+        return line
 
     def save(self, state: dict) -> None:
         if self.path is not None:

@@ -5,8 +5,9 @@ pass, and feeds each layer's exact top-quantile buffers and top-image lists.  It
 label planes are decoded too, so a bad file is found (and, with `skip_bad`, set aside) before
 any tallying.  Between the passes the shares of all processes are merged: thresholds T_k and
 the top images come from every image.  Pass 2 (tally) thresholds each map with T_k and counts
-I, A and G, and keeps the maps of the top images; its outputs come from the activation cache
-when pass 1 wrote one, else from running the probe again.
+I, A and G, and keeps the maps of the top images; its outputs and label maps come from the
+activation cache when pass 1 wrote one (no dataset file is read again), else from running
+the probe again on the images and decoding the labels again.
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ class Passes:
         self.bad: list[tuple[int, str]] = []
         self.timings: dict[str, float] = {}
         self.pass2_source = ""  # where pass 2 read the layer outputs: "cache" or "model"
+        self.label_layout = activation_cache.LabelLayout.of(broden)  # labels in the cache
         # content hashes of each row's image and label files as pass 1 read them (0: not read)
         n = len(broden.rows)
         self.digests = {"image": torch.zeros(n, dtype=torch.int64), "labels": torch.zeros(n, dtype=torch.int64)}
@@ -105,6 +107,9 @@ class Passes:
                               f"missing, e.g. images/{missing[0]}. Restore them, or pass --skip-bad "
                               "to skip and count those images.")
         state = self.checkpoint.load(self._explain_refusal)
+        if state is not None:
+            self.checkpoint.announce_resume(state, len(self.world.shard(len(self.broden.rows))),
+                                            self.progress)
         cache = None
         try:
             with torch.inference_mode(), self.checkpoint.catching_sigterm():
@@ -138,7 +143,7 @@ class Passes:
             self.digests = state["digests"]
             if self.checkpoint.cache_dir is not None:
                 cache = activation_cache.ActivationCache.reopen(
-                    self.checkpoint.cache_dir, self.probe.layers, state["cache_sizes"])
+                    self.checkpoint.cache_dir, self.probe.layers, state["cache_sizes"], self.label_layout)
             if state["phase"] == 2:
                 if cache is not None:
                     cache.finish_writing()
@@ -160,12 +165,14 @@ class Passes:
                                 cache = activation_cache.decide(
                                     outputs, len(shard), self.settings.cache_limit_gb,
                                     self.checkpoint.cache_dir, lambda: self.probe(batch["image"]),
-                                    self.probe.layers, self.settings.cache)
+                                    self.probe.layers, self.settings.cache, self.label_layout)
                         for name, acts in outputs.items():
                             self._check_finite(name, acts, index)
                             self.stats[name].observe(acts, index)
                             if cache is not None:
                                 cache.write(name, acts)
+                        if cache is not None:
+                            cache.write_labels(batch["planes"], batch["image_labels"])
                         batches.append(index.tolist())
                         self.digests["image"][index] = batch["image_digest"]
                         self.digests["labels"][index] = batch["labels_digest"]
@@ -191,19 +198,22 @@ class Passes:
             skipped = sum(len(b) for b in batches[:done])
             for name, s in self.stats.items():
                 cache.seek(name, skipped * int(np.prod(s.shape)))
+            cache.seek_images(skipped)
         total = sum(len(b) for b in batches)
         self.pass2_source = "cache" if cache is not None else "model"
+        source = self._cached_labels(cache, batches[done:]) if cache is not None \
+            else self._loader(True, batches[done:])
         with self._bar(total, sum(len(b) for b in batches[:done]), "pass 2/2: tally") as bar:
-            for number, batch in enumerate(self._loader(cache is None, batches[done:]), start=done):
+            for number, batch in enumerate(source, start=done):
                 if batch["bad"]:
                     raise BrodenError(f"{batch['bad'][0][1]} (it was readable in pass 1; is the "
                                       "dataset changing during the run?)")
                 index = batch["index"]
-                self._check_unchanged(batch, cache is None)
                 if cache is not None:
                     outputs = {name: cache.read(name, self.stats[name].shape, len(index)).to(self.device)
                                for name in self.probe.layers}
                 else:
+                    self._check_unchanged(batch)
                     outputs = self.probe(batch["image"])
                 for name, acts in outputs.items():
                     self.stats[name].count(acts, index, batch["planes"], batch["image_labels"])
@@ -215,6 +225,14 @@ class Passes:
     def _new_stats(self, shape: tuple[int, int, int], images: int) -> LayerStats:
         return LayerStats(shape, images, self.settings, self.broden.label_category,
                           len(self.broden.categories), self.device)
+
+    @staticmethod
+    def _cached_labels(cache, batches: list[list[int]]):
+        """Pass 2's batches from the cache: the label maps pass 1 decoded, no file read."""
+        for rows in batches:
+            planes, image_labels = cache.read_labels(len(rows))
+            yield {"index": torch.tensor(rows, dtype=torch.int64), "bad": [], "planes": planes,
+                   "image_labels": image_labels}
 
     def _loader(self, images: bool, batches: list[list[int]]):
         dataset = BrodenImages(self.broden, images=images, labels=True,
@@ -241,13 +259,12 @@ class Passes:
                            f"(row {int(index[b])}). Check the model's weights and the input "
                            "normalisation (--mean/--std).")
 
-    def _check_unchanged(self, batch: dict, images: bool) -> None:
-        """Pass 2 reads each row's label planes (and image, without a cache) again: their
+    def _check_unchanged(self, batch: dict) -> None:
+        """Without a cache, pass 2 reads each row's image and label planes again: their
         content must be what pass 1 read, or the tally would mix two datasets."""
         index = batch["index"]
         changed = batch["labels_digest"] != self.digests["labels"][index]
-        if images:
-            changed |= batch["image_digest"] != self.digests["image"][index]
+        changed |= batch["image_digest"] != self.digests["image"][index]
         if bool(changed.any()):
             row = self.broden.rows[int(index[changed][0])]
             raise DissectError(

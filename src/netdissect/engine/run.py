@@ -144,5 +144,6 @@ def _meta(settings: Settings, broden: Broden, probe: Probe, components: dict, pr
                      "torchvision": torchvision_version, "numpy": np.__version__,
                      "python": platform.python_version()},
         "device": str(device), "world_size": world.size, "pass2_source": passes.pass2_source,
+        "resumed_from": passes.checkpoint.resumed,
         "timings": {f"{k}_seconds": round(v, 3) for k, v in passes.timings.items()},
     }

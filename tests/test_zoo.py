@@ -170,14 +170,14 @@ def test_vgg16_aliases_name_all_13_conv_relus():
     assert all(isinstance(model.get_submodule(aliases[a]), nn.ReLU) for a in conv_aliases)
 
 
-def test_random_init_warns_and_downloads_nothing():
-    expected = r"(?s)RANDOMLY.*weights=PATH.*resnet18-f37072fd\.pth"
-    with pytest.warns(RandomWeightsWarning, match=expected):
-        info = build_model("resnet18")
-    assert info.weights is None
-    assert info.weights_fingerprint == fingerprint_state_dict(info.model)
+def test_no_weights_and_nothing_cached_stops_and_downloads_nothing():
+    with pytest.raises(WeightsError) as err:
+        build_model("resnet18")
+    message = str(err.value)
+    assert "resnet18-f37072fd.pth" in message and "\n" not in message
+    for choice in ("'imagenet'", "'places365'", "FILE", "'random'"):
+        assert choice in message
     assert not any(os.scandir(torch.hub.get_dir()))  # the cache stayed empty
-    assert info.resolve(["conv1"]) == ["relu"]
 
 
 def test_weights_random_builds_without_warning():

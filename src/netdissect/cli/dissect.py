@@ -105,7 +105,7 @@ def run_layers(args: argparse.Namespace) -> int:
 
     if args.input_size is not None and args.input_size < 1:
         raise SettingsError(f"--input-size must be at least 1, got {args.input_size}")
-    probe = build_model(args.model, weights=args.weights)
+    probe = build_model(args.model, weights=args.weights or "random")  # shapes need no training
     size = args.input_size or probe.input_size or 224
     try:
         records = list_layers(probe.model, torch.zeros(1, 3, size, size))

@@ -51,6 +51,7 @@ __all__ = [
     "broden_url",
     "check_broden_folder",
     "download_broden",
+    "fetch_resumable",
     "safe_extract",
     "mirror_hint",
 ]
@@ -135,8 +136,12 @@ def _check_free_space(folder: Path, needed: int, what: str) -> None:
         )
 
 
-def _open(url: str, offset: int, timeout: float):
-    """Send the GET (with a Range from ``offset`` when > 0); return the response or HTTPError 416."""
+def _open(url: str, offset: int, timeout: float, hint: str | None = None):
+    """Send the GET (with a Range from ``offset`` when > 0); return the response or HTTPError 416.
+
+    ``hint`` (default: the Broden :func:`mirror_hint`) ends the message of a failure.
+    """
+    hint = mirror_hint() if hint is None else hint
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -147,26 +152,29 @@ def _open(url: str, offset: int, timeout: float):
             return err
         err.close()
         raise DownloadError(
-            f"the server answered HTTP {err.code} {err.reason} for {url}. {mirror_hint()}"
+            f"the server answered HTTP {err.code} {err.reason} for {url}. {hint}"
         ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as err:
         reason = getattr(err, "reason", err)
-        raise DownloadError(f"could not reach {url} ({reason}). {mirror_hint()}") from None
+        raise DownloadError(f"could not reach {url} ({reason}). {hint}") from None
 
 
-def _fetch(url: str, part: Path, expected_size: int | None, progress: bool, timeout: float) -> None:
+def _fetch(url: str, part: Path, expected_size: int | None, progress: bool, timeout: float,
+           hint: str | None = None) -> None:
     """Bring ``part`` up to the complete file at ``url``, resuming what it already holds.
 
     Raises :class:`DownloadInterrupted` (keeping ``part``) when the transfer stops early and
-    :class:`DownloadError` for everything that a retry would not fix.
+    :class:`DownloadError` for everything that a retry would not fix; ``hint`` (default: the
+    Broden :func:`mirror_hint`) ends the messages that a mirror could fix.
     """
+    hint = mirror_hint() if hint is None else hint
     have = part.stat().st_size if part.exists() else 0
     if expected_size is not None and have > expected_size:
         part.unlink()
         have = 0
     if expected_size is not None and have == expected_size:
         return
-    response = _open(url, have, timeout)
+    response = _open(url, have, timeout, hint)
     with response:
         status = getattr(response, "status", None) or 200
         if status == 416:
@@ -174,17 +182,17 @@ def _fetch(url: str, part: Path, expected_size: int | None, progress: bool, time
             if total is None or total == have:
                 return  # Already complete; the size and sha256 checks decide.
             part.unlink()  # The part is longer than the file: start over.
-            return _fetch(url, part, expected_size, progress, timeout)
+            return _fetch(url, part, expected_size, progress, timeout, hint)
         if status == 206:
             start, total = _content_range(response.headers.get("Content-Range"))
             if start != have:
                 if not have:
                     raise DownloadError(
                         f"{url} answered a partial file to a plain request; use another mirror. "
-                        f"{mirror_hint()}"
+                        f"{hint}"
                     )
                 part.unlink(missing_ok=True)  # Not the range we asked for: start over.
-                return _fetch(url, part, expected_size, progress, timeout)
+                return _fetch(url, part, expected_size, progress, timeout, hint)
             mode = "ab"
         else:
             if have and progress:
@@ -195,7 +203,7 @@ def _fetch(url: str, part: Path, expected_size: int | None, progress: bool, time
         if expected_size is not None and total is not None and total != expected_size:
             raise DownloadError(
                 f"{url} is {total:,} bytes but {part.name[: -len('.part')]} should be "
-                f"{expected_size:,} bytes: refusing a different file. {mirror_hint()}"
+                f"{expected_size:,} bytes: refusing a different file. {hint}"
             )
         if total is not None:
             _check_free_space(part.parent, total - have, f"download {url}")
@@ -218,6 +226,29 @@ def _fetch(url: str, part: Path, expected_size: int | None, progress: bool, time
             f"the download of {url} stopped after {size:,} of {total:,} bytes; run the same "
             f"command again to resume from {part}."
         )
+
+
+def fetch_resumable(url: str, part: str | Path, *, expected_size: int | None = None,
+                    progress: bool = True, timeout: float = 60, retries: int = 3,
+                    hint: str | None = None) -> Path:
+    """Download ``url`` into ``part``, resuming what it holds (HTTP Range); return ``part``.
+
+    An interrupted transfer is resumed up to ``retries`` times; after that
+    :class:`DownloadInterrupted` is raised and ``part`` is kept, so a later call resumes it.
+    ``hint`` (default: the Broden :func:`mirror_hint`) ends the error messages. The caller
+    checks the complete file and moves it into place.
+    """
+    part = Path(part)
+    for attempt in range(retries + 1):
+        try:
+            _fetch(url, part, expected_size, progress, timeout, hint)
+            return part
+        except DownloadInterrupted as err:
+            if attempt == retries:
+                raise
+            if progress:
+                tqdm.write(f"{err} Retrying now ({attempt + 1}/{retries}).")
+    return part
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,15 +432,8 @@ def download_broden(
         part = dest / f"{info.name}.part"
         if progress:
             tqdm.write(f"Downloading {source} to {archive}")
-        for attempt in range(retries + 1):
-            try:
-                _fetch(source, part, info.size, progress, timeout)
-                break
-            except DownloadInterrupted as err:
-                if attempt == retries:
-                    raise
-                if progress:
-                    tqdm.write(f"{err} Retrying now ({attempt + 1}/{retries}).")
+        fetch_resumable(source, part, expected_size=info.size, progress=progress,
+                        timeout=timeout, retries=retries)
         size, digest = _verify_archive(part, info, source)
         os.replace(part, archive)
     else:

@@ -36,6 +36,7 @@ __all__ = [
     "apply_state_dict",
     "fingerprint_state_dict",
     "check_hash_prefix",
+    "name_hash_prefix",
     "strip_wrapper_names",
 ]
 
@@ -79,16 +80,26 @@ def fingerprint_state_dict(model: nn.Module | Mapping[str, torch.Tensor]) -> str
     return digest.hexdigest()
 
 
+def name_hash_prefix(path: str | Path) -> str | None:
+    """The sha256 prefix in a torch-hub style name (``f37072fd`` of ``resnet18-f37072fd.pth``).
+
+    Read like ``torch.hub`` reads it: at least 6 hex digits between a ``-`` and a ``.``. None
+    when the name carries none.
+    """
+    match = re.search(r"-([a-f0-9]{6,})\.", Path(path).name)
+    return match.group(1) if match else None
+
+
 def check_hash_prefix(path: str | Path, sha256: str) -> None:
     """Check a file named like ``resnet18-f37072fd.pth`` against its sha256 prefix.
 
     torchvision and torch.hub put the first hex digits of the file's sha256 in its name; a
     mismatch means a truncated or corrupted download. Files without such a suffix pass.
     """
-    match = re.search(r"-([a-f0-9]{6,})\.", Path(path).name)
-    if match and not sha256.startswith(match.group(1)):
+    prefix = name_hash_prefix(path)
+    if prefix and not sha256.startswith(prefix):
         raise WeightsError(
-            f"{path}: its sha256 {sha256[:16]}... does not start with {match.group(1)}, the hash "
+            f"{path}: its sha256 {sha256[:16]}... does not start with {prefix}, the hash "
             "in its name; the file is corrupted or incomplete. Delete it and fetch it again."
         )
 

@@ -1,12 +1,19 @@
 """torchvision classifiers: the classic CNNs of the zoo and any other torchvision model name.
 
-Weights: ``weights=PATH`` loads a state dict, including Places365-style checkpoints
-(``{'state_dict': {'module.conv1.weight': ...}}``) whose class count is read from the final
-layer, so ``resnet18`` + ``resnet18_places365.pth.tar`` builds a 365-class ResNet-18 with
-NetDissect-Lite's Places365 normalisation (docs/method.md section 3). Without ``weights``,
-torchvision's ImageNet weights are used only if the file is already in the local torch hub cache
-(never downloaded unless ``pretrained_cache_only=False``), else the model is randomly
-initialised with a RandomWeightsWarning; ``weights="random"`` asks for that on purpose.
+Weights (``weights=``, CLI ``--weights``):
+
+- ``"imagenet"``: torchvision's ImageNet weights, downloaded into the torch hub cache with
+  their hash checked when they are not there yet (:mod:`netdissect.models.fetch`);
+- ``"places365"``: the Places365 CNNs of the CSAIL authors (alexnet, resnet18, resnet50,
+  densenet161), downloaded into the hub cache and checked against the sha256 recorded at the
+  first download;
+- a file path: a state dict, including Places365-style checkpoints
+  (``{'state_dict': {'module.conv1.weight': ...}}``) whose class count is read from the final
+  layer, so ``resnet18`` + ``resnet18_places365.pth.tar`` builds a 365-class ResNet-18 with
+  NetDissect-Lite's Places365 normalisation (docs/method.md section 3);
+- ``"random"``: seeded random initialisation, an untrained baseline;
+- None: torchvision's ImageNet weights if they are already in the hub cache (downloaded only
+  with ``pretrained_cache_only=False``); otherwise WeightsError lists the four choices above.
 
 For the classic CNNs the conv aliases (``conv5``, ``conv5_3``) point at the ReLU after the
 convolution: the Caffe models of the original paper applied ReLU in place, so the dissected
@@ -25,17 +32,24 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from netdissect.errors import ModelError
+from netdissect.errors import ModelError, WeightsError
+from netdissect.models import fetch
 from netdissect.models import weights as weights_io
 from netdissect.models.preprocess import Preprocess
 from netdissect.models.probe import Probe
-from netdissect.models.registry import (RANDOM_WEIGHTS, RandomWeightsWarning, register_model,
-                                        registered_models, spec_forms)
+from netdissect.models.registry import (RANDOM_WEIGHTS, register_model, registered_models,
+                                        spec_forms)
 
 from .common import disable_inplace, last_spatial_child
 
 __all__ = ["alexnet", "vgg16", "resnet18", "resnet50", "resnet152", "densenet161", "googlenet",
-           "build_torchvision", "torchvision_layers", "cached_imagenet_weights"]
+           "build_torchvision", "torchvision_layers", "cached_imagenet_weights",
+           "IMAGENET_WEIGHTS", "PLACES365_WEIGHTS"]
+
+#: Pass as ``weights`` to use torchvision's ImageNet weights, downloaded when not cached.
+IMAGENET_WEIGHTS = "imagenet"
+#: Pass as ``weights`` to use the published Places365 weights (fetch.PLACES365_ARCHS).
+PLACES365_WEIGHTS = "places365"
 
 _AUX_HEADS = ("aux1", "aux2", "AuxLogits")
 
@@ -77,9 +91,11 @@ def googlenet(weights: str | None = None, **options) -> Probe:
 
 def build_torchvision(name: str, weights: str | None = None, *, spec: str | None = None,
                       pretrained_cache_only: bool = True, **_options) -> Probe:
-    """Any torchvision classification model ``name`` with the given or cached weights.
+    """Any torchvision classification model ``name`` with the given, fetched or cached weights.
 
-    ``spec`` is the user's spelling of the name, for the unknown-model message.
+    ``weights`` is a file path, ``"imagenet"``, ``"places365"``, ``"random"`` or None (see the
+    module docstring); ``spec`` is the user's spelling of the name, for the unknown-model
+    message.
     """
     from torchvision import models as tvm
 
@@ -101,15 +117,28 @@ def build_torchvision(name: str, weights: str | None = None, *, spec: str | None
 
 
 def _weights_file(name: str, weights: str | None, cache_only: bool) -> tuple[Path | None, bool]:
-    """The weights file to load (None: random init) and whether it is torchvision's own."""
+    """The weights file to load (None: random init) and whether it is torchvision's own.
+
+    ``"imagenet"`` and ``"places365"`` are fetched into the hub cache when missing; None takes
+    torchvision's ImageNet file from the cache (downloading it only when not ``cache_only``)
+    and raises WeightsError, listing the choices, when it is not there.
+    """
     if weights == RANDOM_WEIGHTS:
         return None, False
+    if weights == PLACES365_WEIGHTS:
+        return fetch.fetch_places365(name), False
+    if weights == IMAGENET_WEIGHTS:
+        path, _ = cached_imagenet_weights(name, download=True)
+        if path is None:
+            raise ModelError(f"torchvision publishes no ImageNet weights for {name!r}; pass a "
+                             "weights FILE or 'random'.")
+        return path, True
     if weights is not None:
         return Path(weights), False
     path, url = cached_imagenet_weights(name, download=not cache_only)
     if path is None:
-        warnings.warn(_random_weights_message(name, url), RandomWeightsWarning, stacklevel=6)
-    return path, path is not None
+        raise WeightsError(no_weights_message(name, url))
+    return path, True
 
 
 def _model_kwargs(name: str, state: dict[str, torch.Tensor] | None, from_cache: bool) -> dict:
@@ -162,12 +191,13 @@ def cached_imagenet_weights(name: str, download: bool) -> tuple[Path | None, str
 
     Prefers IMAGENET1K_V1 (the classic training recipe), then the default, then other
     ImageNet-1k weights of the same input size. Returns (path or None, url of the first
-    candidate). With ``download`` the first candidate is downloaded when none is cached.
+    candidate). With ``download`` the first candidate is downloaded (hash checked, see
+    :func:`netdissect.models.fetch.fetch_torchvision`) when none is cached.
     """
     candidates = _imagenet_candidates(name)
     if not candidates:
         return None, None
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    folder = fetch.checkpoints_dir()
     for url in candidates:
         path = folder / os.path.basename(urlparse(url).path)
         if path.is_file():
@@ -175,10 +205,7 @@ def cached_imagenet_weights(name: str, download: bool) -> tuple[Path | None, str
     first = candidates[0]
     if not download:
         return None, first
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / os.path.basename(urlparse(first).path)
-    torch.hub.download_url_to_file(first, str(path))
-    return path, first
+    return fetch.fetch_torchvision(first), first
 
 
 def _imagenet_candidates(name: str) -> list[str]:
@@ -196,22 +223,23 @@ def _imagenet_candidates(name: str) -> list[str]:
     return [m.url for m in dict.fromkeys(ordered)]
 
 
-def _random_weights_message(name: str, url: str | None) -> str:
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    lines = [
-        f"{name}: no weights given and no pretrained weights found, so the model is RANDOMLY "
-        "initialised; its dissection measures an untrained network.",
-        "To dissect trained weights, pass weights=PATH (CLI: --weights PATH) with a state dict "
-        "(.pth/.pt) or .safetensors file",
-    ]
+def no_weights_message(name: str, url: str | None) -> str:
+    """Why ``name`` was not built without weights, and the four choices, in one line."""
+    folder = fetch.checkpoints_dir()
     if url:
         file = os.path.basename(urlparse(url).path)
-        lines[-1] += (
-            f", or put torchvision's ImageNet file {file} (from {url}) into {folder}; it is "
-            "never downloaded automatically"
-        )
-    lines[-1] += ". Pass weights='random' to build a random model without this warning."
-    return "\n".join(lines)
+        found = f"torchvision's ImageNet weights ({file}) are not in the torch hub cache ({folder})"
+        imagenet = f"'imagenet' downloads them from {fetch.torchvision_url(url)} into {folder}"
+    else:
+        found = "torchvision publishes no ImageNet weights for it"
+        imagenet = f"'imagenet' (not published for {name})"
+    return (
+        f"{name}: no weights given, and {found}. Choose the weights with --weights (API: "
+        f"weights=): {imagenet}; 'places365' downloads the Places365 weights of the CSAIL "
+        f"authors ({', '.join(fetch.PLACES365_ARCHS)} only); a FILE path loads a state dict "
+        "(.pth/.pt/.pth.tar or .safetensors); 'random' builds seeded random weights, an "
+        "untrained baseline."
+    )
 
 
 def _rename_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

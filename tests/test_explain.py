@@ -297,7 +297,7 @@ def test_two_process_torchrun_explain_equals_one_process(broden_dir, tmp_path):
 
 @pytest.mark.parametrize("top", [9, 1 << 20])  # packed into one int64 key / column by column
 def test_unique_rows_equals_torch_unique(top):
-    from netdissect.compositional.atoms import _unique_rows
+    from netdissect.stats.labelsets import unique_rows as _unique_rows
 
     g = torch.Generator().manual_seed(0)
     rows = torch.randint(0, 4, (500, 5), generator=g) * (top // 3)

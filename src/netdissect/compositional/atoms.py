@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from netdissect.stats.labelsets import pixel_label_sets, unique_rows
 from netdissect.stats.tally import unit_masks
 
 __all__ = ["ConceptAtoms", "AtomTable"]
@@ -51,41 +52,6 @@ def _pad_left(rows: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([rows.new_zeros((rows.shape[0], width - rows.shape[1])), rows], dim=1)
 
 
-def pixel_atoms(planes: torch.Tensor, image_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The atoms of one batch: (rows (A, K) as in AtomTable, inverse (B*sh*sw,) the atom of
-    every pixel, image-major).  `planes` (B, P, sh, sw) and `image_labels` (B, M) as
-    `BrodenImages` gives them: a label appears at most once per pixel across both."""
-    B = planes.shape[0]
-    pixels = planes.shape[-2] * planes.shape[-1]
-    per_pixel = planes.reshape(B, planes.shape[1], pixels).transpose(1, 2)
-    labels = torch.cat([per_pixel, image_labels[:, None, :].expand(B, pixels, image_labels.shape[1])], 2)
-    labels = labels.reshape(B * pixels, -1).sort(dim=1).values
-    width = int((labels != 0).sum(1).max()) if labels.numel() else 0
-    labels = labels[:, labels.shape[1] - width:]
-    if width == 0:
-        return labels.new_zeros((1, 0)), labels.new_zeros(B * pixels)
-    return _unique_rows(labels)
-
-
-def _unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.unique(rows, dim=0, return_inverse=True) for rows of non-negative integers,
-    sorted lexicographically, computed on 1-D int64 keys (several times faster than sorting
-    whole rows): one key per row when the row's numbers fit in 63 bits, else column by column."""
-    base = int(rows.max()) + 1
-    bits = max(1, (base - 1).bit_length())
-    if bits * rows.shape[1] <= 63:
-        shifts = torch.arange(rows.shape[1] - 1, -1, -1, device=rows.device) * bits
-        keys, ids = torch.unique((rows << shifts).sum(1), return_inverse=True)
-        return (keys[:, None] >> shifts) & ((1 << bits) - 1), ids
-    ids = torch.zeros(rows.shape[0], dtype=torch.int64, device=rows.device)
-    for column in rows.T:
-        ids = torch.unique(ids * base + column, return_inverse=True)[1]
-    count = int(ids.max()) + 1
-    first = torch.full((count,), rows.shape[0], dtype=torch.int64, device=rows.device)
-    first.scatter_reduce_(0, ids, torch.arange(rows.shape[0], device=rows.device), "amin")
-    return rows[first], ids
-
-
 class ConceptAtoms:
     """Atoms of the images seen, and each unit's mask pixels per atom, for one layer."""
 
@@ -102,7 +68,7 @@ class ConceptAtoms:
     def update(self, activations: torch.Tensor, planes: torch.Tensor, image_labels: torch.Tensor) -> None:
         """One batch: activations (B, units, h, w), planes (B, P, sh, sw), image_labels (B, M)."""
         planes = planes.to(self.device)
-        rows, inverse = pixel_atoms(planes, image_labels.to(self.device))
+        rows, inverse = pixel_label_sets(planes, image_labels.to(self.device))
         pixels = torch.bincount(inverse, minlength=len(rows))
         per_image = planes.shape[-2] * planes.shape[-1]
         units, atoms, counts = [], [], []
@@ -139,7 +105,7 @@ class ConceptAtoms:
         atom = torch.cat([e[1] for e in self._entries])
         count = torch.cat([e[2] for e in self._entries])
         if width:
-            rows, inverse = _unique_rows(rows)
+            rows, inverse = unique_rows(rows)
         else:
             rows, inverse = rows[:1], torch.zeros(len(rows), dtype=torch.int64, device=rows.device)
         pixels = torch.zeros(len(rows), dtype=torch.int64, device=rows.device).index_add_(0, inverse, pixels)

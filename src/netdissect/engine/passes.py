@@ -25,6 +25,7 @@ from netdissect.errors import BrodenError, DissectError
 from netdissect.models.probe import Probe
 from netdissect.stats import CombinedStat, IoUTally, TopImages, TopMaps, TopQuantile
 from netdissect.stats.distributed import World, gather_objects, merge_across_ranks
+from netdissect.stats.labelsets import pixel_label_sets
 
 __all__ = ["LayerStats", "Passes"]
 
@@ -62,9 +63,10 @@ class LayerStats(CombinedStat):
         self.parts["maps"] = maps
 
     def count(self, acts: torch.Tensor, index: torch.Tensor, planes: torch.Tensor,
-              image_labels: torch.Tensor) -> None:
-        """Pass 2: tally the thresholded maps against the labels; keep the top images' maps."""
-        self.tally.update(acts, self.thresholds, planes, image_labels)
+              image_labels: torch.Tensor, sets: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Pass 2: tally the thresholded maps against the labels (`sets`: the batch's pixel
+        label sets); keep the top images' maps."""
+        self.tally.update(acts, self.thresholds, planes, image_labels, sets)
         self.maps.update(acts, index)
 
     def state_dict(self) -> dict:
@@ -215,8 +217,11 @@ class Passes:
                 else:
                     self._check_unchanged(batch)
                     outputs = self.probe(batch["image"])
+                planes = batch["planes"].to(self.device)
+                image_labels = batch["image_labels"].to(self.device)
+                sets = pixel_label_sets(planes, image_labels, canonical=False)  # once for all layers
                 for name, acts in outputs.items():
-                    self.stats[name].count(acts, index, batch["planes"], batch["image_labels"])
+                    self.stats[name].count(acts, index, planes, image_labels, sets)
                 bar.update(len(index))
                 self.timings["tally"] = time.perf_counter() - start
                 self._maybe_save(2, number + 1, batches, cache)

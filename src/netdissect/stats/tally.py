@@ -1,8 +1,9 @@
 """The IoU tally of docs/method.md sections 5 and 6, vectorised over units and pixels.
 
 For every batch: each unit's map is upsampled bilinearly (align_corners=False) to the label
-size and thresholded; the pixels under each mask are looked up in the label planes and
-counted with one `index_add_` per batch.  Both definitions of A are tallied at once, so the
+size and thresholded; the mask pixels are counted per label set of the batch (pixels grouped
+by the labels they carry, `labelsets`), and each set's count added to its labels with one
+`index_add_`: work per set, not per pixel and plane.  Both definitions of A are tallied at once, so the
 choice between them is made when IoUs are computed and costs no pass.
 
 A map whose maximum is below its threshold cannot produce a mask pixel (bilinear upsampling
@@ -15,11 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from netdissect.engine.settings import DEFINITIONS
+from netdissect.stats.labelsets import pixel_label_sets
 
 # Upsample at most this many label-map pixels at once (bounds the batch's working memory).
 CHUNK_PIXELS = 1 << 24
 # Relative margin on a map's maximum when deciding whether its upsampled map can pass T_k.
 ROUNDING_MARGIN = 1e-5
+# Largest (map, label set) histogram counted with bincount; above it, a sort.
+HISTOGRAM_BINS = 1 << 24
 
 
 def unit_masks(activations: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int],
@@ -64,26 +68,28 @@ class IoUTally:
 
     # -- per batch ------------------------------------------------------------------------
     def update(self, activations: torch.Tensor, thresholds: torch.Tensor, planes: torch.Tensor,
-               image_labels: torch.Tensor) -> None:
+               image_labels: torch.Tensor, sets: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Tally one batch.
 
         activations (B, units, h, w) float; thresholds (units,); planes (B, P, sh, sw) int64
         global label numbers (0 = none, already de-duplicated per pixel); image_labels (B, M)
-        int64 (0 = padding).
+        int64 (0 = padding); `sets`: `labelsets.pixel_label_sets(planes, image_labels)` when
+        the caller has it already (several layers share it).
         """
         device = self.intersection.device
         B = activations.shape[0]
         sh, sw = planes.shape[-2:]
         pixels = sh * sw
-        planes = planes.to(device).reshape(B, -1, pixels)
+        planes = planes.to(device)
         image_labels = image_labels.to(device)
-        thresholds = thresholds.to(device)
+        rows, inverse = sets if sets is not None else pixel_label_sets(planes, image_labels, canonical=False)
+        planes = planes.reshape(B, -1, pixels)
         self.images += B
         self._count_truth(planes, image_labels, pixels)
         pixel_present, image_present = self._presence(planes, image_labels)
-
         for b, k, mask in unit_masks(activations, thresholds, (sh, sw), device):
-            self._count_masks(mask, b, k, planes, image_labels, pixel_present, image_present)
+            self._count_masks(mask, b, k, rows.to(device), inverse.to(device), pixels,
+                              pixel_present, image_present)
 
     def _count_truth(self, planes: torch.Tensor, image_labels: torch.Tensor, pixels: int) -> None:
         self.truth += torch.bincount(planes.reshape(-1), minlength=self.num_labels)
@@ -101,31 +107,34 @@ class IoUTally:
             return counts.reshape(B, self.num_categories) > 0
         return present(planes), present(image_labels)
 
-    def _count_masks(self, mask, b, k, planes, image_labels, pixel_present, image_present) -> None:
-        n, C, L = len(b), self.num_categories, self.num_labels
+    def _count_masks(self, mask, b, k, rows, inverse, pixels, pixel_present, image_present) -> None:
+        """Count the masks of the maps (b[i], k[i]): per map, its pixels on each label set of
+        the batch (`rows`, and `inverse`: each pixel's set), then each set's labels."""
+        n, C, L, S = len(b), self.num_categories, self.num_labels, len(rows)
         # The mask pixels, and how many per selected (image, unit); bincount is much faster
         # than summing a boolean tensor.
         i, p = torch.nonzero(mask, as_tuple=True)
         mask_count = torch.bincount(i, minlength=n)
-        # Pixel labels under the masks, all planes at once.
-        labels = planes[b[i], :, p] if planes.shape[1] else torch.zeros((len(i), 0), dtype=torch.int64, device=mask.device)
-        units = k[i][:, None].expand_as(labels)
+        # Mask pixels per (map, label set): a histogram, or a sort when it would be too large.
+        key = i * S + inverse[b[i] * pixels + p]
+        if n * S <= HISTOGRAM_BINS:
+            histogram = torch.bincount(key, minlength=n * S)
+            key = torch.nonzero(histogram).flatten()
+            count = histogram[key]
+        else:
+            key, count = torch.unique(key, return_counts=True)
+        pair, labels = key // S, rows[key % S]  # each set's labels, image-level ones included
         hit = labels > 0
-        flat = (units * L + labels)[hit]
-        self.intersection.view(-1).index_add_(0, flat, torch.ones_like(flat))
-        # Image-level labels: every mask pixel of the image.
-        img = image_labels[b]
-        on = img > 0
-        self.intersection.view(-1).index_add_(
-            0, (k[:, None] * L + img)[on], mask_count[:, None].expand_as(img)[on])
+        weight = count[:, None].expand_as(labels)
+        self.intersection.view(-1).index_add_(0, (k[pair][:, None] * L + labels)[hit], weight[hit])
         # A, original: the category occurs anywhere in the image.
         present = pixel_present[b] | image_present[b]
         self.activation["original"].index_add_(0, k, mask_count[:, None] * present)
-        # A, lite: a pixel category counts where one of its labels lies under the mask.
+        # A, lite: a category counts where one of its labels lies under the mask (an
+        # image-level label lies under every mask pixel of its image).
         cats = self.label_category[labels]
-        rows = i[:, None].expand_as(cats)
-        under = torch.bincount((rows * C + cats)[hit & (cats >= 0)], minlength=n * C).reshape(n, C) > 0
-        self.activation["lite"].index_add_(0, k, mask_count[:, None] * (under | image_present[b]))
+        under = torch.bincount((pair[:, None] * C + cats)[hit & (cats >= 0)], minlength=n * C)
+        self.activation["lite"].index_add_(0, k, mask_count[:, None] * (under.reshape(n, C) > 0))
 
     # -- merging and saving ---------------------------------------------------------------
     def merge(self, other: "IoUTally") -> None:

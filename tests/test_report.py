@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import re
 import shutil
@@ -25,6 +26,7 @@ from netdissect.report import (StripMaker, dissection_html, display_label, make_
 from netdissect.report.charts import iou_histogram
 from netdissect.report.pages import Crumb, Strip, layer_page, script_json
 from netdissect.report.strips import GAP, OUTLINE_RGB, thumbnails
+from netdissect.report.strips import shrink_mask, upsample
 from netdissect.report.views import LayerView, UnitView, layer_view
 
 @pytest.fixture(scope="module")
@@ -405,3 +407,114 @@ def test_concept_bar_graph_draws_the_unique_detectors(report):
         for cat in drawn:
             heights = [int(n) for _, c, n, _, _ in bars if c == cat]
             assert heights == sorted(heights, reverse=True)
+
+
+def blob_masks(n: int, size: tuple[int, int], seed: int) -> torch.Tensor:
+    """Masks (n, H, W) of smooth blobs: random 5x5 maps upsampled and thresholded at 0."""
+    maps = torch.randn(n, 1, 5, 5, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)[:, 0] > 0
+
+
+@pytest.mark.parametrize("size,small", [((224, 224), (112, 112)), ((96, 144), (32, 48)),
+                                        ((64, 64), (16, 16)), ((50, 70), (20, 28)), ((32, 32), (112, 112))])
+def test_shrink_mask_is_the_area_rule(size, small):
+    """A thumbnail pixel is in the mask when at least half the area it covers is: counted with
+    integers at whole factors (2, 3, 4 here), 'area' interpolation otherwise; the same either way."""
+    noise = torch.rand(3, *size, generator=torch.Generator().manual_seed(0)) > 0.5
+    for mask in (noise, blob_masks(3, size, 1), torch.ones(1, *size, dtype=torch.bool)):
+        expected = torch.nn.functional.interpolate(mask[:, None].float(), size=small, mode="area")[:, 0] >= 0.5
+        assert torch.equal(shrink_mask(mask, *small), expected)
+
+
+def test_mask_outline_is_the_eroded_boundary():
+    """mask_outline (boolean shifts) is the mask minus its 3x3 erosion, the border not outside."""
+    noise = torch.rand(4, 40, 50, generator=torch.Generator().manual_seed(2)) > 0.4
+    for mask in (noise, blob_masks(4, (40, 50), 3)):
+        eroded = -torch.nn.functional.max_pool2d(-mask[:, None].float(), kernel_size=3, stride=1,
+                                                 padding=1)[:, 0]
+        assert torch.equal(mask_outline(mask), mask & (eroded < 0.5))
+
+
+@pytest.mark.parametrize("small,size", [((7, 7), (224, 224)), ((6, 9), (227, 300)), ((13, 13), (113, 97)),
+                                        ((2, 2), (4, 4)), ((7, 7), (7, 7)), ((9, 9), (4, 5))])
+def test_upsample_is_bilinear(small, size):
+    """upsample (two matrix products per map) is F.interpolate's bilinear rule, align_corners=False,
+    up to float rounding, and each map's result does not depend on the maps beside it."""
+    maps = torch.randn(4, *small, generator=torch.Generator().manual_seed(4))
+    expected = torch.nn.functional.interpolate(maps[:, None], size=size, mode="bilinear",
+                                               align_corners=False)[:, 0]
+    up = upsample(maps, size)
+    assert up.shape == (4, *size) and torch.allclose(up, expected, rtol=0, atol=1e-5)
+    assert torch.equal(upsample(maps[2:3], size)[0], up[2])
+    assert torch.equal(upsample(maps[[3, 1]], size), up[[3, 1]])
+
+
+def strip_dataset(folder: Path, images: int = 8, side: int = 64) -> list[str]:
+    """PNG images of smooth colour with some noise, side x side: names relative to folder."""
+    g = torch.Generator().manual_seed(5)
+    names = []
+    for i in range(images):
+        base = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g) * 255, size=(side, side),
+                                               mode="bilinear", align_corners=False)[0]
+        pixels = (base + torch.randn(3, side, side, generator=g) * 20).round().clamp(0, 255).to(torch.uint8)
+        Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(folder / f"im{i}.png")
+        names.append(f"im{i}.png")
+    return names
+
+
+def test_strip_at_a_whole_factor_is_the_overlay(tmp_path):
+    """64x64 images in 32-pixel strips (the integer paths): each thumbnail is exactly
+    thumbnails(mask_overlay(...)) of its image, and within one level of the float overlay
+    shrunk in floats and rounded once (the thumbnail shrinks the overlay rounded to 8 bits)."""
+    names = strip_dataset(tmp_path)
+    maker = StripMaker(tmp_path, names, height=32)
+    for i, name in enumerate(names):
+        with Image.open(tmp_path / name) as im:
+            assert torch.equal(maker.image(i), torch.from_numpy(np.array(im)).permute(2, 0, 1))
+    indices = torch.tensor([3, 0, 5, -1, 2])
+    maps = torch.randn(5, 4, 4, generator=torch.Generator().manual_seed(6))
+    strip = np.array(maker.strip(indices, maps, 0.3, 10))
+    kept = [0, 1, 2, 4]
+    assert strip.shape == (32, 4 * 32 + 3 * GAP, 3)
+    images = torch.stack([maker.image(int(indices[i])) for i in kept])
+    overlay, mask = mask_overlay(images, maps[kept], 0.3)
+    assert 0 < int(mask.sum()) < mask.numel()
+    thumbs = thumbnails(overlay, mask, 32).permute(0, 2, 3, 1).numpy()
+    for place, thumb in enumerate(thumbs):
+        assert np.array_equal(strip[:, place * (32 + GAP):place * (32 + GAP) + 32], thumb)
+        if place:
+            assert (strip[:, place * (32 + GAP) - GAP:place * (32 + GAP)] == 255).all()
+    edge = mask_outline(shrink_mask(mask, 32, 32)).numpy()
+    assert edge.any() and (thumbs[edge] == OUTLINE_RGB).all()
+    floats = torch.nn.functional.interpolate(overlay, size=(32, 32), mode="bilinear", align_corners=False,
+                                             antialias=True).round().permute(0, 2, 3, 1).numpy()
+    assert np.abs(thumbs.astype(int) - floats)[~edge].max() <= 1
+
+
+def test_encoded_strips_on_threads_are_the_strips_one_by_one(tmp_path):
+    """encoded_strips yields every unit in order, the same bytes on 1 or 3 threads and with a
+    cache too small for the images in use, each the JPEG of the unit's strip (None for a unit
+    without images)."""
+    names = strip_dataset(tmp_path)
+    g = torch.Generator().manual_seed(7)
+    indices = torch.stack([torch.randperm(len(names), generator=g)[:5] for _ in range(12)])
+    indices[4] = -1  # no images
+    indices[7, 3:] = -1  # fewer than five
+    maps = torch.randn(12, 5, 4, 4, generator=g)
+    thresholds = torch.rand(12, generator=g) * 0.5
+    units = [(k, indices[k], maps[k], thresholds[k]) for k in range(12)]
+    one = StripMaker(tmp_path, names, height=32, workers=1)
+    many = StripMaker(tmp_path, names, height=32, workers=3)
+    tiny = StripMaker(tmp_path, names, height=32, workers=2, cache_size=2)
+    serial, threaded = list(one.encoded_strips(units, 4)), list(many.encoded_strips(units, 4))
+    assert [u[0] for u in threaded] == list(range(12)) and threaded == serial
+    assert list(tiny.encoded_strips(units, 4)) == serial and len(tiny._cache) <= 2
+    assert threaded[4][1] is None
+    for k, data, width, height in threaded:
+        if k == 4:
+            continue
+        strip = many.strip(indices[k], maps[k], float(thresholds[k]), 4)
+        assert data == many.encode(strip) and (width, height) == strip.size
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "JPEG" and im.size == strip.size
+    assert threaded[7][2] == 3 * 32 + 2 * GAP

@@ -130,16 +130,8 @@ def write_layer(run: Run, layer: str, folder: Path, images: StripMaker | None, n
     if not explanations.is_file() and run.dissection.out is not None:
         explanations = Path(run.dissection.out) / view.folder / "explanations.json"
     load_explanations(view, explanations)
-    strips = {}
-    if images is not None:
-        (layer_dir / "strips").mkdir(parents=True, exist_ok=True)
-        for k in tqdm(range(result.units), desc=f"strips {layer}", disable=not progress, leave=False):
-            strip = images.strip(result.top_indices[k], result.top_maps[k], float(result.thresholds[k]), top)
-            if strip is None:
-                continue
-            name = f"strips/unit-{k:04d}.jpg"
-            atomic_write_bytes(layer_dir / name, images.encode(strip))
-            strips[k] = Strip(name, strip.width, strip.height)
+    strips = write_strips(result, layer_dir, images, top, f"strips {layer}", progress) \
+        if images is not None else {}
     concept_figure(view, folder / "figures" / f"{view.folder}-concepts",
                    title=f"{run.name} {layer}: {view.counts['unique_detectors_total']} unique detectors "
                          f"(IoU >= {view.iou_threshold:g})")
@@ -150,6 +142,25 @@ def write_layer(run: Run, layer: str, folder: Path, images: StripMaker | None, n
     html = layer_page(view, strips, crumbs, run.name, files, note)
     atomic_write_text(layer_dir / "index.html", html)
     return view
+
+
+def write_strips(result, layer_dir: Path, images: StripMaker, top: int, desc: str,
+                 progress: bool) -> dict[int, Strip]:
+    """Every unit's strip as layer_dir/strips/unit-NNNN.jpg; the strips written, by unit.
+
+    The strips are drawn and encoded on StripMaker's threads, a few units ahead; the files are
+    written here, in unit order, each through a temporary file and a rename."""
+    (layer_dir / "strips").mkdir(parents=True, exist_ok=True)
+    strips = {}
+    units = ((k, result.top_indices[k], result.top_maps[k], result.thresholds[k]) for k in range(result.units))
+    for k, data, width, height in tqdm(images.encoded_strips(units, top), total=result.units, desc=desc,
+                                       disable=not progress, leave=False):
+        if data is None:
+            continue
+        name = f"strips/unit-{k:04d}.jpg"
+        atomic_write_bytes(layer_dir / name, data)
+        strips[k] = Strip(name, width, height)
+    return strips
 
 
 def write_run(run: Run, folder: Path, dataset: str | os.PathLike | None, parent: str | None,
@@ -183,7 +194,7 @@ def write_report(dissection_or_out_dir: Source | list[Source], out_dir: str | os
     strip.
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # strips are many small tensors: threads only contend
+    torch.set_num_threads(1)  # strips are many small tensors, drawn on threads of their own
     try:
         return _write(dissection_or_out_dir, out_dir, dataset, progress, top)
     finally:

@@ -9,10 +9,16 @@ issue 15 (`BeforeStrips` below, a copy of that code: one unit after another, flo
 progressive JPEGs), alternating with the report, so both figures come from the same machine
 in the same minutes.
 
-Measured on the 2-core development machine, nothing else running (best of 3):
+Measured on the 2-core development machine (best of 3, before and after alternating; two
+runs with no other job running):
 
-    before (issue 15): strips 13.0 s =  39 units/s, whole report 14.4 s
-    after:             strips  3.1 s = 163 units/s, whole report  4.7 s   (strips 4.1x)
+    before (issue 15): strips 14.1-15.9 s = 32-36 units/s, whole report about 15-17 s
+    after:             strips  3.0-3.5 s = 145-168 units/s, whole report 4.1-4.7 s
+                       strips 4.5-4.6x faster (run by run 4.3x-4.8x); CPU time 2.7-2.9x less
+
+The two threads bring about 1.4x on that machine (its two CPUs slow each other down); with
+another CPU-bound job running beside it they bring nothing, and the strips were then 3.2-3.3x
+faster than before.
 
     python benchmarks/bench_report.py [--out benchmarks/out] [--repeat 3] [--no-before]
 """
@@ -115,9 +121,9 @@ class BeforeStrips:
         return buffer.getvalue()
 
 
-def before_strips(result, layer, folder: Path, top: int = 10) -> float:
-    """Seconds for the strip pass as it was before issue 15 (torch at one thread, as
-    write_report sets it)."""
+def before_strips(result, layer, folder: Path, top: int = 10) -> tuple[float, float]:
+    """Seconds (wall clock, CPU) for the strip pass as it was before issue 15 (torch at one
+    thread, as write_report sets it)."""
     import torch
 
     from netdissect.files import atomic_write_bytes
@@ -129,12 +135,12 @@ def before_strips(result, layer, folder: Path, top: int = 10) -> float:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for k in range(layer.units):
             strip = images.strip(layer.top_indices[k], layer.top_maps[k], float(layer.thresholds[k]), top)
             if strip is not None:
                 atomic_write_bytes(folder / f"unit-{k:04d}.jpg", images.encode(strip))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
     finally:
         torch.set_num_threads(threads)
 
@@ -159,21 +165,23 @@ def main() -> None:
 
     # The strip pass on its own: time write_layer's calls of write_strips.
     inner = writer.write_strips
-    strip_times: list[float] = []
+    strip_times: list[tuple[float, float]] = []
 
     def timed(*a, **kw):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return inner(*a, **kw)
         finally:
-            strip_times.append(time.perf_counter() - start)
+            strip_times.append((time.perf_counter() - start, time.process_time() - cpu))
 
     # Before and after alternate, so that a change in the machine's load hits both alike.
-    befores, totals, strips = [], [], []
+    befores, totals, strips, before_cpu, after_cpu = [], [], [], [], []
     for _ in range(args.repeat):
         if not args.no_before:
             shutil.rmtree(scratch, ignore_errors=True)
-            befores.append(before_strips(result, layer, scratch / "strips"))
+            seconds, cpu = before_strips(result, layer, scratch / "strips")
+            befores.append(seconds)
+            before_cpu.append(cpu)
         shutil.rmtree(scratch, ignore_errors=True)
         strip_times.clear()
         writer.write_strips = timed
@@ -183,7 +191,8 @@ def main() -> None:
             totals.append(time.perf_counter() - start)
         finally:
             writer.write_strips = inner
-        strips.append(sum(strip_times))
+        strips.append(sum(t for t, _ in strip_times))
+        after_cpu.append(sum(c for _, c in strip_times))
 
     def runs(seconds: list[float]) -> str:
         return ", ".join(f"{s:.2f}" for s in seconds)
@@ -194,15 +203,18 @@ def main() -> None:
     best = min(strips)
     if befores:
         before = min(befores)
-        print(f"before  strips  {before:6.2f} s  {layer.units / before:6.1f} units/s   (runs: {runs(befores)})")
+        print(f"before  strips  {before:6.2f} s  {layer.units / before:6.1f} units/s   (runs: {runs(befores)}; "
+              f"CPU {runs(before_cpu)} s)")
     print(f"after   strips  {best:6.2f} s  {layer.units / best:6.1f} units/s   "
-          f"(runs: {runs(strips)}; {len(files)} files, {size / 2**20:.1f} MiB)")
+          f"(runs: {runs(strips)}; CPU {runs(after_cpu)} s, all threads; {len(files)} files, "
+          f"{size / 2**20:.1f} MiB)")
     print(f"after   whole report {min(totals):6.2f} s   (runs: {runs(totals)})")
     if befores:
         ratios = sorted(b / a for b, a in zip(befores, strips))
         print(f"strips: {before / best:.1f}x faster (best against best; run by run "
               f"{', '.join(f'{r:.1f}x' for r in ratios)}); whole report about "
-              f"{min(totals) - best + before:.1f} s before, {min(totals):.1f} s after")
+              f"{min(totals) - best + before:.1f} s before, {min(totals):.1f} s after; CPU time "
+              f"{min(before_cpu) / min(after_cpu):.1f}x less")
 
 if __name__ == "__main__":
     main()

@@ -89,7 +89,7 @@ def explain(model: nn.Module | Probe, dataset: str | os.PathLike | Broden,
             **options) -> dict[str, LayerExplanations]:
     """Each unit's best formula of concepts (AND, OR, AND NOT) by beam search.
 
-        probe = netdissect.build_model("resnet18", weights="resnet18_places365.pth.tar")
+        probe = netdissect.build_model("resnet18", weights="places365")
         found = netdissect.explain(probe, "broden1_224", ["layer4"], out="results/resnet18")
         found["layer4"].records()[0]   # {"unit": 1, "formula": "((water OR river) AND NOT blue-c)", ...}
 
@@ -156,7 +156,7 @@ def _check(length: int, beam: int, penalty: float) -> None:
 
 
 def collect_atoms(probe: Probe, broden: Broden, dissection: Dissection, skipped: set[int],
-               device: torch.device, settings: Settings, progress: bool) -> dict[str, AtomTable]:
+                  device: torch.device, settings: Settings, progress: bool) -> dict[str, AtomTable]:
     """The pass over the data that builds the unit masks (with the dissection's thresholds):
     each layer's `AtomTable`, over every image but the rows in `skipped` (under torchrun each
     process reads its share; the tables are merged over all)."""
@@ -166,9 +166,10 @@ def collect_atoms(probe: Probe, broden: Broden, dissection: Dissection, skipped:
     batches = [rows[i:i + size] for i in range(0, len(rows), size)]
     stats = {name: ConceptAtoms(dissection[name].units, dissection[name].thresholds, device)
              for name in probe.layers}
+    workers = settings.workers if settings.workers is not None else default_workers()
     loader = torch.utils.data.DataLoader(
         BrodenImages(broden, images=True, labels=True, input_size=probe.preprocess.size),
-        batch_sampler=batches, num_workers=settings.workers if settings.workers is not None else default_workers(), collate_fn=collate_samples,
+        batch_sampler=batches, num_workers=workers, collate_fn=collate_samples,
         pin_memory=device.type == "cuda")
     with torch.inference_mode(), tqdm(total=len(rows), desc="explain: unit masks", unit="img",
                                       disable=not (progress and world.is_main)) as bar:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import http.server
 import io
 import json
 import socket
 import stat
-import threading
 import zipfile
 from pathlib import Path
 
@@ -108,58 +106,6 @@ def zip_folder(folder: Path, top: str | None = "broden1_224", extra: dict[str, b
 @pytest.fixture(scope="module")
 def broden_zip(tmp_path_factory) -> bytes:
     return zip_folder(make_broden(tmp_path_factory.mktemp("src") / "broden1_224"))
-
-
-# ----------------------------------------------------------------------------------------------
-# The server
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - silence the request log
-        pass
-
-    def do_GET(self):
-        srv = self.server
-        srv.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
-        data = srv.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start, status = 0, 200
-        range_header = self.headers.get("Range")
-        if range_header and not srv.ignore_range:
-            start = int(range_header.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            status = 206
-        body = data[start:]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        if srv.cut_after is not None:
-            body, srv.cut_after = body[: srv.cut_after], None  # Drop the connection once.
-            self.close_connection = True
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def server():
-    """A Range-aware HTTP server on 127.0.0.1; yields it with ``.base`` (its URL ending in /)."""
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.files, srv.requests, srv.cut_after, srv.ignore_range = {}, [], None, False
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}/"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def _closed_port_url() -> str:

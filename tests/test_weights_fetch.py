@@ -7,10 +7,8 @@ tmp_path, so the real torch hub cache is never touched.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
-import threading
 import warnings
 from pathlib import Path
 
@@ -41,58 +39,6 @@ def private_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     assert torch.hub.get_dir() == str(tmp_path / "torch" / "hub")
-
-
-# ----------------------------------------------------------------------------------------------
-# The server
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - silence the request log
-        pass
-
-    def do_GET(self):
-        srv = self.server
-        srv.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
-        data = srv.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        start, status = 0, 200
-        range_header = self.headers.get("Range")
-        if range_header:
-            start = int(range_header.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            status = 206
-        body = data[start:]
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        if srv.cut_after is not None:
-            body, srv.cut_after = body[: srv.cut_after], None  # Drop the connection once.
-            self.close_connection = True
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def server():
-    """A Range-aware HTTP server on 127.0.0.1; yields it with ``.base`` (its URL ending in /)."""
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.files, srv.requests, srv.cut_after = {}, [], None
-    srv.base = f"http://127.0.0.1:{srv.server_address[1]}/"
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def _sha(data: bytes) -> str:

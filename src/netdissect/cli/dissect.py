@@ -52,10 +52,7 @@ def add_parsers(sub) -> None:
 def run_dissect(args: argparse.Namespace) -> int:
     from netdissect.api import is_main_process, dissect
 
-    probe = probe_from_args(args)
-    if not probe.layers:
-        raise SettingsError(f"--layers: model {args.model!r} has no default layers; name some "
-                            "(`netdissect layers MODEL` lists them).")
+    probe = probe_from_args(args, require_layers=True)
     settings = settings_from_args(args)
     out = out_from_args(args, probe.name)
     result = dissect(probe, args.dataset, settings=settings, out=out,

@@ -7,7 +7,6 @@ from pathlib import Path
 from netdissect.cli.options import (add_model_options, add_out_option, add_run_options,
                                     add_settings_options, out_from_args, probe_from_args,
                                     settings_from_args)
-from netdissect.errors import SettingsError
 
 __all__ = ["add_parsers"]
 
@@ -44,10 +43,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from netdissect.api import is_main_process
     from netdissect.compositional import explain
 
-    probe = probe_from_args(args)
-    if not probe.layers:
-        raise SettingsError(f"--layers: model {args.model!r} has no default layers; name some "
-                            "(`netdissect layers MODEL` lists them).")
+    probe = probe_from_args(args, require_layers=True)
     settings = settings_from_args(args)
     out = out_from_args(args, probe.name)
     found = explain(probe, args.dataset, settings=settings, length=args.length,

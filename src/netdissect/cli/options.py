@@ -86,10 +86,11 @@ def add_model_options(p: argparse.ArgumentParser, layers: str | None = "--layers
         g.add_argument("--layer", required=True, help="the layer (module name or alias)")
 
 
-def probe_from_args(args: argparse.Namespace):
+def probe_from_args(args: argparse.Namespace, require_layers: bool = False):
     """The Probe of the model options: built, layers selected, preprocessing overridden.
     `--device` (when the command has it) and `--input-size` are checked first, so a wrong
-    value is one line before any model is built."""
+    value is one line before any model is built.  With `require_layers`, a model with no
+    default layers and no --layers is a SettingsError."""
     from netdissect.errors import SettingsError
     from netdissect.models.probe import check_device
     from netdissect.models.zoo import build_model
@@ -110,6 +111,9 @@ def probe_from_args(args: argparse.Namespace):
     if args.mean or args.std or args.input_size:
         probe.preprocess = probe.preprocess.replace(mean=args.mean, std=args.std,
                                                     size=args.input_size)
+    if require_layers and not probe.layers:
+        raise SettingsError(f"--layers: model {args.model!r} has no default layers; name some "
+                            "(`netdissect layers MODEL` lists them).")
     return probe
 
 

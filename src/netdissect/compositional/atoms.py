@@ -65,10 +65,12 @@ class ConceptAtoms:
         self._entries: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # unit, atom, count
         self._size = 0  # rows in the parts
 
-    def update(self, activations: torch.Tensor, planes: torch.Tensor, image_labels: torch.Tensor) -> None:
-        """One batch: activations (B, units, h, w), planes (B, P, sh, sw), image_labels (B, M)."""
+    def update(self, activations: torch.Tensor, planes: torch.Tensor, image_labels: torch.Tensor,
+               sets: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """One batch: activations (B, units, h, w), planes (B, P, sh, sw), image_labels (B, M);
+        `sets`: `pixel_label_sets(planes, image_labels)` when the caller has it (layers share it)."""
         planes = planes.to(self.device)
-        rows, inverse = pixel_label_sets(planes, image_labels.to(self.device))
+        rows, inverse = sets if sets is not None else pixel_label_sets(planes, image_labels.to(self.device))
         pixels = torch.bincount(inverse, minlength=len(rows))
         per_image = planes.shape[-2] * planes.shape[-1]
         units, atoms, counts = [], [], []

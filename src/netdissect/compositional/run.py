@@ -28,6 +28,7 @@ from netdissect.results import Dissection, layer_folder_name
 from netdissect.engine.run import default_workers
 from netdissect.engine.settings import Settings
 from netdissect.stats.distributed import init_world, merge_across_ranks
+from netdissect.stats.labelsets import pixel_label_sets
 
 __all__ = ["explain", "collect_atoms", "LayerExplanations", "CSV_COLUMNS"]
 
@@ -178,7 +179,9 @@ def collect_atoms(probe: Probe, broden: Broden, dissection: Dissection, skipped:
                 raise BrodenError(f"{batch['bad'][0][1]} (it was readable when the dissection ran; "
                                   "is the dataset changing?)")
             outputs = probe(batch["image"])
+            planes, image_labels = batch["planes"].to(device), batch["image_labels"].to(device)
+            sets = pixel_label_sets(planes, image_labels)  # once for all layers
             for name, acts in outputs.items():
-                stats[name].update(acts, batch["planes"], batch["image_labels"])
+                stats[name].update(acts, planes, image_labels, sets)
             bar.update(len(batch["index"]))
     return {name: merge_across_ranks(s).table() for name, s in stats.items()}

@@ -83,13 +83,13 @@ class IoUTally:
         planes = planes.to(device)
         image_labels = image_labels.to(device)
         rows, inverse = sets if sets is not None else pixel_label_sets(planes, image_labels, canonical=False)
+        rows, inverse = rows.to(device), inverse.to(device)
         planes = planes.reshape(B, -1, pixels)
         self.images += B
         self._count_truth(planes, image_labels, pixels)
         pixel_present, image_present = self._presence(planes, image_labels)
         for b, k, mask in unit_masks(activations, thresholds, (sh, sw), device):
-            self._count_masks(mask, b, k, rows.to(device), inverse.to(device), pixels,
-                              pixel_present, image_present)
+            self._count_masks(mask, b, k, rows, inverse, pixels, pixel_present, image_present)
 
     def _count_truth(self, planes: torch.Tensor, image_labels: torch.Tensor, pixels: int) -> None:
         self.truth += torch.bincount(planes.reshape(-1), minlength=self.num_labels)

@@ -1,4 +1,4 @@
-"""A slow, literal implementation of docs/method.md sections 2-7, for checking the engine.
+"""A slow, literal implementation of docs/method.md sections 2-7 and 14, for checking the engine.
 
 It shares no code with netdissect: it reads the CSV files with the csv module, runs the model
 image by image, computes thresholds with numpy over all values, upsamples every map, and
@@ -32,8 +32,9 @@ def primary_categories(root: Path, categories: list[str]) -> dict[int, str]:
 
 def reference_dissect(root: Path, model, layer: str, q: float = 0.005, mean=(0.485, 0.456, 0.406),
                       std=(0.229, 0.224, 0.225), categories: list[str] | None = None,
-                      input_size: tuple[int, int] | None = None) -> dict:
-    """`input_size` (H, W) is the model's input size; by default the `ih x iw` of the first
+                      input_size: tuple[int, int] | None = None, upsampled: bool = False) -> dict:
+    """`upsampled`: thresholds over the maps upsampled to the label size (the pnas rule).
+    `input_size` (H, W) is the model's input size; by default the `ih x iw` of the first
     row of index.csv (docs/method.md section 3). An image file of another size is resized to
     it with PIL's bilinear filter before the model; label maps keep their own size."""
     root = Path(root)
@@ -64,14 +65,21 @@ def reference_dissect(root: Path, model, layer: str, q: float = 0.005, mean=(0.4
     handle.remove()
     acts = torch.stack(acts)  # (N, K, h, w)
     K = acts.shape[1]
-    values = acts.transpose(0, 1).reshape(K, -1).numpy()
+    if upsampled:
+        # Each map upsampled on its own, (K, 1, h, w): torch's kernel for (1, K, h, w) can
+        # round differently in the last bit, and an exact quantile sees every bit.
+        values = torch.cat([F.interpolate(acts[n][:, None], size=(int(row["sh"]), int(row["sw"])), mode="bilinear",
+                                          align_corners=False).reshape(K, -1) for n, row in enumerate(index)], 1).numpy()
+    else:
+        values = acts.transpose(0, 1).reshape(K, -1).numpy()
     thresholds = np.quantile(values, 1 - q, axis=1).astype(np.float32)
 
     L = max(primary) + 1
     I = np.zeros((K, L), np.int64)
     G = np.zeros(L, np.int64)
     A = {"original": np.zeros((K, len(categories)), np.int64),
-         "lite": np.zeros((K, len(categories)), np.int64)}
+         "lite": np.zeros((K, len(categories)), np.int64),
+         "pnas": np.zeros((K, len(categories)), np.int64)}
     for n, row in enumerate(index):
         sh, sw = int(row["sh"]), int(row["sw"])
         up = F.interpolate(acts[n:n + 1], size=(sh, sw), mode="bilinear", align_corners=False)[0]
@@ -106,6 +114,7 @@ def reference_dissect(root: Path, model, layer: str, q: float = 0.005, mean=(0.4
             for has in pixel:
                 under |= (masks & has[None]).reshape(K, -1).any(1)
             A["lite"][:, ci] += np.where(under | image_level, on, 0)
+            A["pnas"][:, ci] += on  # plain IoU: every mask pixel
     return {"thresholds": thresholds, "I": I, "G": G, "A": A, "primary": primary,
             "categories": categories}
 

@@ -87,7 +87,7 @@ def test_combined_statistics_merge_through_their_state():
     expected = torch.from_numpy(__import__("numpy").quantile(values.double().numpy(), 0.95, axis=1)).float()
     assert torch.equal(whole.quantile.thresholds(), expected)
     tally = IoUTally(3, torch.tensor([-1, 0]), 1)
-    assert set(tally.state_dict()) == {"intersection", "activation_original", "activation_lite",
+    assert set(tally.state_dict()) == {"intersection", "activation_original", "activation_lite", "activation_pnas",
                                        "truth", "images"}
 
 

@@ -25,7 +25,19 @@ from netdissect.engine.settings import DEFINITIONS, check_iou_threshold
 from netdissect.errors import ResultError, SettingsError
 from netdissect.files import atomic_write_files, csv_bytes, json_bytes, torch_bytes
 
-__all__ = ["Dissection", "LayerResult", "LabelSpace", "UnitLabels", "layer_folder_name", "DEFINITIONS"]
+__all__ = ["Dissection", "LayerResult", "LabelSpace", "UnitLabels", "layer_folder_name", "DEFINITIONS",
+           "reaches_threshold"]
+
+
+def reaches_threshold(iou, threshold: float, definition: str):
+    """Whether an IoU (a float or a tensor) makes a detector: IoU >= threshold, or IoU >
+    threshold under the pnas definition (docs/method.md sections 7 and 14)."""
+    return iou > threshold if definition == "pnas" else iou >= threshold
+
+
+def threshold_text(threshold: float, definition: str) -> str:
+    """The detector rule as the report writes it: "IoU >= 0.04" (or "> 0.04" for pnas)."""
+    return f"IoU {'>' if definition == 'pnas' else '>='} {threshold:g}"
 
 
 # -- labels ---------------------------------------------------------------------------------
@@ -58,7 +70,7 @@ class UnitLabels:
     label: str  # "" when the unit matches nothing
     category: str
     score: float  # IoU of the label
-    detector: bool  # score >= the IoU threshold
+    detector: bool  # score reaches the IoU threshold (reaches_threshold)
     label_number: int
     best: dict  # category -> (its best label, IoU), in category order
     best_numbers: list  # the best labels' numbers, in category order
@@ -86,11 +98,16 @@ class LayerResult:
     def units(self) -> int:
         return len(self.thresholds)
 
+    @property
+    def upsampled_thresholds(self) -> bool:
+        """Whether the thresholds were taken on upsampled maps (dissected with pnas)."""
+        return self.meta.get("settings", {}).get("thresholds") == "upsampled"
+
     def iou(self, definition: str | None = None) -> torch.Tensor:
-        """IoU[k, c] = I / (A[k, cat(c)] + G[c] - I), float64 (K, L+1); 0 where undefined."""
+        """IoU[k, c] = I / (A[k, cat(c)] + G[c] - I), float64 (K, L+1); 0 where undefined.
+        Under pnas A[k, .] counts every mask pixel (the plain IoU)."""
         definition = definition or self.definition
-        if definition not in DEFINITIONS:
-            raise SettingsError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+        self._check_definition(definition)
         category = torch.from_numpy(self.labels.category)
         scored = category >= 0
         inter = self.intersection.double()
@@ -98,6 +115,18 @@ class LayerResult:
         union = act + self.truth.double()[None] - inter
         iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
         return iou * scored[None]
+
+    def _check_definition(self, definition: str) -> None:
+        """SettingsError unless `definition` can be derived from this layer's tallies."""
+        if definition not in DEFINITIONS:
+            raise SettingsError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+        if (definition == "pnas") != self.upsampled_thresholds:
+            made = "pnas" if self.upsampled_thresholds else "original or lite"
+            raise SettingsError(
+                f"layer {self.layer!r} was dissected with --definition {made}, whose thresholds "
+                f"are taken {'on upsampled maps' if self.upsampled_thresholds else 'at the layer resolution'}; "
+                f"--definition {definition} needs the other kind: run `netdissect dissect` again "
+                f"with --definition {definition} (docs/method.md section 14).")
 
     def best_per_category(self, definition: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, C) label numbers (0 = none) and their IoUs: each category's best label per unit."""
@@ -124,17 +153,18 @@ class LayerResult:
     def counts(self, iou_threshold: float | None = None, definition: str | None = None) -> dict:
         """Detectors, unique detectors per category (as the paper counts them), distinct labels."""
         t = self.iou_threshold if iou_threshold is None else iou_threshold
+        definition = definition or self.definition
         best_label, best_iou = self.best_per_category(definition)
         label, _, score = self.unit_labels(definition)
-        detector = score >= t
+        detector = reaches_threshold(score, t, definition)
         unique = {}
         for c, name in enumerate(self.labels.categories):
-            hits = best_label[:, c][best_iou[:, c] >= t]
+            hits = best_label[:, c][reaches_threshold(best_iou[:, c], t, definition)]
             unique[name] = int(torch.unique(hits[hits > 0]).numel())
         return {"units": self.units, "detectors": int(detector.sum()),
                 "distinct_labels": int(torch.unique(label[detector]).numel()),
                 "unique_detectors": unique, "unique_detectors_total": sum(unique.values()),
-                "iou_threshold": t, "definition": definition or self.definition}
+                "iou_threshold": t, "definition": definition}
 
     def labelled_units(self, definition: str | None = None, iou_threshold: float | None = None) -> list[UnitLabels]:
         """Each unit's label, category, score and best label per category, decoded into names
@@ -148,7 +178,7 @@ class LayerResult:
             best_label, best_iou = best_label.tolist(), best_iou.tolist()
             cache[key] = [
                 UnitLabels(unit=k, label=names[n] if n > 0 else "", category=cats[c] if c >= 0 else "",
-                           score=sc, detector=sc >= key[1], label_number=n,
+                           score=sc, detector=bool(reaches_threshold(sc, key[1], key[0])), label_number=n,
                            best={cname: (names[best_label[k][ci]] if best_label[k][ci] > 0 else "",
                                          best_iou[k][ci]) for ci, cname in enumerate(cats)},
                            best_numbers=best_label[k])
@@ -205,8 +235,8 @@ class LayerResult:
     # -- files ------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"layer": self.layer, "labels": self.labels.state_dict(), "thresholds": self.thresholds,
-                "intersection": self.intersection, "activation_original": self.activation["original"],
-                "activation_lite": self.activation["lite"], "truth": self.truth,
+                "intersection": self.intersection,
+                **{f"activation_{d}": a for d, a in self.activation.items()}, "truth": self.truth,
                 "top_indices": self.top_indices, "top_values": self.top_values,
                 "top_maps": self.top_maps}
 
@@ -216,7 +246,7 @@ class LayerResult:
         settings = meta.get("settings", {})
         return cls(layer=state["layer"], labels=LabelSpace.from_state_dict(state["labels"]),
                    thresholds=state["thresholds"], intersection=state["intersection"],
-                   activation={"original": state["activation_original"], "lite": state["activation_lite"]},
+                   activation={d: state[f"activation_{d}"] for d in DEFINITIONS if f"activation_{d}" in state},
                    truth=state["truth"], top_indices=state["top_indices"], top_values=state["top_values"],
                    top_maps=state["top_maps"], definition=settings.get("definition", "original"),
                    iou_threshold=settings.get("iou_threshold", 0.04), meta=meta)
@@ -228,8 +258,7 @@ class LayerResult:
         if iou_threshold is not None:
             self.iou_threshold = settings["iou_threshold"] = iou_threshold
         if definition is not None:
-            if definition not in DEFINITIONS:
-                raise SettingsError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+            self._check_definition(definition)
             self.definition = settings["definition"] = definition
         return self
 

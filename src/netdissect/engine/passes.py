@@ -8,6 +8,10 @@ the top images come from every image.  Pass 2 (tally) thresholds each map with T
 I, A and G, and keeps the maps of the top images; its outputs and label maps come from the
 activation cache when pass 1 wrote one (no dataset file is read again), else from running
 the probe again on the images and decoding the labels again.
+
+With the pnas definition the thresholds are quantiles of the upsampled maps, found by radix
+selection (stats/upsampled_quantile.py): two threshold passes run between pass 1 and the
+tally, from the cache when there is one, so a run makes four passes in all.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from netdissect.engine.checkpoint import Checkpoint
 from netdissect.engine.settings import Settings
 from netdissect.errors import BrodenError, DissectError
 from netdissect.models.probe import Probe
-from netdissect.stats import CombinedStat, IoUTally, TopImages, TopMaps, TopQuantile
+from netdissect.stats import CombinedStat, IoUTally, TopImages, TopMaps, TopQuantile, UpsampledQuantile
 from netdissect.stats.distributed import World, gather_objects, merge_across_ranks
 from netdissect.stats.labelsets import pixel_label_sets
 
@@ -35,14 +39,20 @@ class LayerStats(CombinedStat):
 
     `start_tally` fixes the merged thresholds and top images between the passes; the
     statistics themselves keep this process's share only, which is what a saved state holds.
+    With thresholds on upsampled maps (the pnas definition) the quantile needs more passes
+    between the two (`threshold_rounds_left`, `refine`, `close_threshold_round`).
     """
 
     def __init__(self, shape: tuple[int, int, int], images: int, settings: Settings,
-                 label_category: np.ndarray, num_categories: int, device: torch.device):
+                 label_category: np.ndarray, num_categories: int, device: torch.device,
+                 label_size: tuple[int, int]):
         units, h, w = shape
-        self.shape = shape
-        super().__init__(quantile=TopQuantile(units, settings.quantile, images * h * w, device),
-                         top=TopImages(units, settings.top_k, device),
+        self.shape, self.label_size = shape, label_size
+        if settings.upsampled_thresholds:
+            quantile = UpsampledQuantile(units, settings.quantile, images * label_size[0] * label_size[1], device)
+        else:
+            quantile = TopQuantile(units, settings.quantile, images * h * w, device)
+        super().__init__(quantile=quantile, top=TopImages(units, settings.top_k, device),
                          tally=IoUTally(units, torch.from_numpy(label_category), num_categories, device))
         self.thresholds: torch.Tensor | None = None  # from every process's values
         self.top_all: TopImages | None = None  # every process's top images
@@ -50,8 +60,26 @@ class LayerStats(CombinedStat):
 
     def observe(self, acts: torch.Tensor, index: torch.Tensor) -> None:
         """Pass 1: activations (B, units, h, w) of dataset rows `index`."""
-        self.quantile.update(acts.transpose(0, 1).reshape(acts.shape[1], -1))
+        if isinstance(self.quantile, UpsampledQuantile):
+            self.quantile.update(acts, self.label_size)
+        else:
+            self.quantile.update(acts.transpose(0, 1).reshape(acts.shape[1], -1))
         self.top.update(acts.amax(dim=(2, 3)), index)
+
+    @property
+    def threshold_rounds_left(self) -> int:
+        """Passes over the data the thresholds still need after pass 1 (0 but for pnas)."""
+        return getattr(self.quantile, "rounds_left", 0)
+
+    def refine(self, acts: torch.Tensor) -> None:
+        """A threshold pass: the batch's activations again, for the next round of selection."""
+        self.quantile.update(acts, self.label_size)
+
+    def close_threshold_round(self) -> None:
+        """After a pass that fed the upsampled quantile: decide its next bits from every
+        process's counts."""
+        if self.threshold_rounds_left:
+            self.quantile.advance(merge_across_ranks(self.quantile))
 
     def start_tally(self) -> None:
         """Between the passes: thresholds and top images merged over every process."""
@@ -116,6 +144,7 @@ class Passes:
         try:
             with torch.inference_mode(), self.checkpoint.catching_sigterm():
                 cache, batches = self._activation_pass(state)
+                self._threshold_passes(cache, batches)
                 for s in self.stats.values():
                     s.start_tally()
                 self._tally_pass(cache, batches, state if state and state["phase"] == 2 else None)
@@ -154,7 +183,7 @@ class Passes:
         start = time.perf_counter() - self.timings.get("activations", 0.0)
         images_done = sum(len(b) for b in planned[:done])
         try:
-            with self._bar(len(shard), images_done, "pass 1/2: activations") as bar:
+            with self._bar(len(shard), images_done, f"pass 1/{self.pass_count}: activations") as bar:
                 for number, batch in enumerate(self._loader(True, planned[done:]), start=done):
                     self._set_aside(batch["bad"])
                     index = batch["index"]
@@ -189,8 +218,46 @@ class Passes:
             raise BrodenError(f"{self.broden.root}: no image could be read; nothing to dissect.")
         if cache is not None:
             cache.finish_writing()
+        for s in self.stats.values():
+            s.close_threshold_round()
         self._save(2, 0, batches, cache)
         return cache, batches
+
+    # -- threshold passes (pnas) ----------------------------------------------------------
+    def _threshold_passes(self, cache, batches: list[list[int]]) -> None:
+        """With thresholds on upsampled maps: the passes that finish their selection, each
+        over every image (from the cache when there is one), saved when complete.  An
+        interrupted threshold pass is redone on resume."""
+        total = sum(len(b) for b in batches)
+        while (left := max((s.threshold_rounds_left for s in self.stats.values()), default=0)):
+            number = self.pass_count - left
+            if cache is not None:
+                for name in self.stats:
+                    cache.seek(name, 0)
+                source = ({"index": torch.tensor(rows), "bad": []} for rows in batches)
+            else:
+                source = self._loader(True, batches, labels=False)
+            with self._bar(total, 0, f"pass {number}/{self.pass_count}: thresholds") as bar:
+                for batch in source:
+                    index = batch["index"]
+                    if cache is not None:
+                        outputs = {name: cache.read(name, s.shape, len(index)).to(self.device)
+                                   for name, s in self.stats.items()}
+                    else:
+                        self._check_unchanged(batch)
+                        outputs = self.probe(batch["image"])
+                    for name, acts in outputs.items():
+                        self.stats[name].refine(acts)
+                    bar.update(len(index))
+                    self.checkpoint.stop_if_requested()
+            for s in self.stats.values():
+                s.close_threshold_round()
+            self._save(2, 0, batches, cache)
+
+    @property
+    def pass_count(self) -> int:
+        """Passes over the data in all: 2, or 4 with thresholds on upsampled maps."""
+        return 4 if self.settings.upsampled_thresholds else 2
 
     # -- pass 2 ---------------------------------------------------------------------------
     def _tally_pass(self, cache, batches: list[list[int]], state: dict | None) -> None:
@@ -205,7 +272,8 @@ class Passes:
         self.pass2_source = "cache" if cache is not None else "model"
         source = self._cached_labels(cache, batches[done:]) if cache is not None \
             else self._loader(True, batches[done:])
-        with self._bar(total, sum(len(b) for b in batches[:done]), "pass 2/2: tally") as bar:
+        with self._bar(total, sum(len(b) for b in batches[:done]),
+                       f"pass {self.pass_count}/{self.pass_count}: tally") as bar:
             for number, batch in enumerate(source, start=done):
                 if batch["bad"]:
                     raise BrodenError(f"{batch['bad'][0][1]} (it was readable in pass 1; is the "
@@ -229,7 +297,7 @@ class Passes:
     # -- helpers --------------------------------------------------------------------------
     def _new_stats(self, shape: tuple[int, int, int], images: int) -> LayerStats:
         return LayerStats(shape, images, self.settings, self.broden.label_category,
-                          len(self.broden.categories), self.device)
+                          len(self.broden.categories), self.device, self.broden.label_size)
 
     @staticmethod
     def _cached_labels(cache, batches: list[list[int]]):
@@ -239,8 +307,8 @@ class Passes:
             yield {"index": torch.tensor(rows, dtype=torch.int64), "bad": [], "planes": planes,
                    "image_labels": image_labels}
 
-    def _loader(self, images: bool, batches: list[list[int]]):
-        dataset = BrodenImages(self.broden, images=images, labels=True,
+    def _loader(self, images: bool, batches: list[list[int]], labels: bool = True):
+        dataset = BrodenImages(self.broden, images=images, labels=labels,
                                input_size=self.probe.preprocess.size)
         return torch.utils.data.DataLoader(dataset, batch_sampler=batches,
                                            num_workers=self.settings.workers,
@@ -268,8 +336,9 @@ class Passes:
         """Without a cache, pass 2 reads each row's image and label planes again: their
         content must be what pass 1 read, or the tally would mix two datasets."""
         index = batch["index"]
-        changed = batch["labels_digest"] != self.digests["labels"][index]
-        changed |= batch["image_digest"] != self.digests["image"][index]
+        changed = batch["image_digest"] != self.digests["image"][index]
+        if bool((batch["labels_digest"] != 0).any()):  # 0: the labels were not read
+            changed |= batch["labels_digest"] != self.digests["labels"][index]
         if bool(changed.any()):
             row = self.broden.rows[int(index[changed][0])]
             raise DissectError(

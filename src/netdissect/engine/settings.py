@@ -28,7 +28,11 @@ from netdissect.errors import SettingsError
 __all__ = ["Settings", "DEFINITIONS", "ROLES", "setting_fields", "fingerprint_components",
            "fingerprint", "state_key", "summary_settings", "describe_changes", "check_iou_threshold"]
 
-DEFINITIONS = ("original", "lite")  # how A counts activation pixels (docs/method.md section 6)
+# How A counts activation pixels (docs/method.md section 6); "pnas" also thresholds the
+# upsampled maps (section 14), so it cannot be derived from the other two's tallies.
+DEFINITIONS = ("original", "lite", "pnas")
+# The top quantile q of T_k when --quantile is not given.
+DEFAULT_QUANTILE = {"original": 0.005, "lite": 0.005, "pnas": 0.01}
 ROLES = ("numbers", "labels", "state", "runtime")
 CACHE_POLICIES = ("auto", "always", "never")
 
@@ -45,11 +49,13 @@ def _setting(default, role: str, help: str, **cli):
 class Settings:
     """What decides a dissection's numbers and labels, and how it runs (see the module doc)."""
 
-    quantile: float = _setting(0.005, "numbers", "top quantile q of T_k (default 0.005; "
-                               "docs/method.md section 4)")
+    quantile: float | None = _setting(None, "numbers", "top quantile q of T_k (default 0.005, "
+                                      "0.01 with --definition pnas; docs/method.md section 4)")
     iou_threshold: float = _setting(0.04, "labels", "detector IoU threshold (default 0.04)")
-    definition: str = _setting("original", "labels", "how A counts activation pixels "
-                               "(docs/method.md section 6)", choices=DEFINITIONS)
+    definition: str = _setting("original", "labels", "the IoU rule: original (CVPR 2017), lite "
+                               "(NetDissect-Lite) or pnas (PNAS 2020: thresholds on upsampled "
+                               "maps, plain IoU); docs/method.md sections 6 and 14",
+                               choices=DEFINITIONS)
     categories: list[str] | None = _setting(None, "numbers", "comma-separated subset of "
                                             "categories (default: all)", kind="names")
     top_k: int = _setting(10, "numbers", "top images kept per unit (default 10)")
@@ -64,6 +70,16 @@ class Settings:
                           "on the first batch (auto, the default)", choices=CACHE_POLICIES)
     checkpoint_seconds: float = _setting(300.0, "runtime", "save the run's state this often, to "
                                          "resume after an interruption (default 300)")
+
+    def __post_init__(self) -> None:
+        if self.quantile is None:
+            self.quantile = DEFAULT_QUANTILE.get(self.definition, DEFAULT_QUANTILE["original"])
+
+    @property
+    def upsampled_thresholds(self) -> bool:
+        """Whether T_k is a quantile of the maps upsampled to the label size (the PNAS rule)
+        rather than of the layer's own values."""
+        return self.definition == "pnas"
 
     def check(self) -> None:
         """SettingsError naming the option when a value is out of range."""
@@ -108,9 +124,12 @@ def fingerprint_components(settings: Settings, dataset_fingerprint: str, categor
     """The inputs that decide a layer's statistics: the dataset (its CSV files, and the size
     and modification time of its images and label planes), the weights, the preprocessing
     (mean, std, input_size) and the `numbers` settings.  The IoU threshold and definition are
-    not among them: both definitions are tallied, labels are derived after."""
+    not among them: every definition's A is tallied, labels are derived after; only the pnas
+    definition's thresholds on upsampled maps change the statistics."""
     values = {f.name: getattr(settings, f.name) for f in setting_fields("numbers")}
     values["categories"] = list(categories)
+    if settings.upsampled_thresholds:  # the only part of the definition that decides numbers
+        values["thresholds"] = "upsampled"
     return {"dataset": dataset_fingerprint, "dataset_files": dataset_files,
             "weights": weights_fingerprint, **preprocess, **values}
 
@@ -119,7 +138,7 @@ def fingerprint_components(settings: Settings, dataset_fingerprint: str, categor
 COMPONENT_NAMES = {
     "dataset": "the dataset's CSV files", "dataset_files": "the dataset's image or label files",
     "weights": "the model's weights", "mean": "the input mean", "std": "the input std",
-    "input_size": "the input size", "layers": "the layers", "world_size": "the number of processes",
+    "input_size": "the input size", "thresholds": "where thresholds are taken (--definition pnas)", "layers": "the layers", "world_size": "the number of processes",
     "format": "the format of saved states (an earlier netdissect version)",
 }
 
@@ -140,7 +159,7 @@ def state_key(components: dict, settings: Settings, layers: list[str], world_siz
     """What a saved state must match to be resumed: the components, the `state` settings, the
     layers still to dissect and the number of processes (each holds its own share)."""
     values = {f.name: getattr(settings, f.name) for f in setting_fields("state")}
-    return {"format": 2, **components, **values, "layers": list(layers), "world_size": world_size}
+    return {"format": 3, **components, **values, "layers": list(layers), "world_size": world_size}
 
 
 def summary_settings(settings: Settings, categories: list[str], preprocess: dict) -> dict:
@@ -148,4 +167,6 @@ def summary_settings(settings: Settings, categories: list[str], preprocess: dict
     as selected in the dataset, and the preprocessing."""
     block = {f.name: getattr(settings, f.name) for f in setting_fields("numbers", "labels", "state")}
     block["categories"] = list(categories)
+    if settings.upsampled_thresholds:
+        block["thresholds"] = "upsampled"
     return {**block, **preprocess}

@@ -13,6 +13,7 @@ from pathlib import Path
 from matplotlib.ticker import MaxNLocator
 
 from netdissect.files import new_figure, save_figure
+from netdissect.results import threshold_text
 from netdissect.report.views import LayerView, category_colours
 
 
@@ -44,7 +45,7 @@ def concept_figure(view: LayerView, stem: Path, title: str | None = None) -> lis
         ax.text(0.5, 0.5, "no detectors", ha="center", va="center", transform=ax.transAxes)
     c = view.counts
     figure.suptitle(title or f"{view.layer}: {c['unique_detectors_total']} unique detectors "
-                    f"(IoU >= {c['iou_threshold']:g})", fontsize=9, y=1.08)
+                    f"({threshold_text(c['iou_threshold'], c['definition'])})", fontsize=9, y=1.08)
     return save_figure(figure, stem)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netdissect.results import threshold_text
 from netdissect.report.charts import comparison_bars, concept_bars, iou_histogram, length_bars
 from netdissect.report.render import render, script_json
 from netdissect.report.views import LayerView, category_colours
@@ -53,7 +54,7 @@ def headline(view: LayerView) -> str:
     """The one-line result of a layer, as plain text."""
     c = view.counts
     return (f"{c['detectors']} of {c['units']} units are detectors, covering "
-            f"{c['distinct_labels']} concepts (IoU >= {c['iou_threshold']:g})")
+            f"{c['distinct_labels']} concepts ({threshold_text(c['iou_threshold'], c['definition'])})")
 
 
 def page_data(view: LayerView) -> dict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netdissect.results import reaches_threshold
 
 if TYPE_CHECKING:
     from netdissect.results import LayerResult
@@ -108,7 +109,7 @@ def layer_view(result: LayerResult, image_names: list[str] | None = None,
         # a bar per concept (label number, as unique detectors count them): the units whose
         # best label of that category it is, with IoU >= the threshold
         for number, (c, (name, iou)) in zip(u.best_numbers, u.best.items()):
-            if number > 0 and iou >= counts["iou_threshold"]:
+            if number > 0 and reaches_threshold(iou, counts["iou_threshold"], counts["definition"]):
                 concepts[c].setdefault(number, [name, 0])[1] += 1
     bars = {c: sorted(((display_label(name), n) for name, n in found.values()),
                       key=lambda b: (-b[1], b[0])) for c, found in concepts.items()}

@@ -35,6 +35,7 @@ from netdissect.report.figures import comparison_figure, concept_figure
 from netdissect.report.pages import Crumb, LayerLink, Strip, layer_page, overview_page
 from netdissect.report.strips import StripMaker
 from netdissect.report.views import LayerView, layer_view, load_explanations
+from netdissect.results import threshold_text
 from netdissect.errors import ResultError
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def write_layer(run: Run, layer: str, folder: Path, images: StripMaker | None, n
         if images is not None else {}
     concept_figure(view, folder / "figures" / f"{view.folder}-concepts",
                    title=f"{run.name} {layer}: {view.counts['unique_detectors_total']} unique detectors "
-                         f"(IoU >= {view.iou_threshold:g})")
+                         f"({threshold_text(view.iou_threshold, view.counts['definition'])})")
     files = [f for f in ("tally.csv", "units.json", "summary.json", "explanations.csv", "explanations.json")
              if (layer_dir / f).is_file()]
     files += [f"../figures/{view.folder}-concepts.{ext}" for ext in ("png", "svg")]

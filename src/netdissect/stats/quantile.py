@@ -18,12 +18,21 @@ def quantile_buffer_size(count: int, q: float) -> int:
     """How many of the largest values decide the (1 - q) quantile of `count` values."""
     if not 0.0 <= q < 1.0:
         raise ValueError(f"quantile must be in [0, 1), got {q}")
-    return count - math.floor(_virtual_index(count, 1.0 - q))
+    return count - math.floor(virtual_index(count, 1.0 - q))
 
 
-def _virtual_index(count: int, level: float) -> float:
-    # numpy's linear method: virtual index = n*level + (1 - level) - 1, computed in this order.
+def virtual_index(count: int, level: float) -> float:
+    """numpy's linear method: virtual index = n*level + (1 - level) - 1, computed in this order."""
     return count * level + (1.0 + level * -1.0) - 1.0
+
+
+def interpolate_order_statistics(below: torch.Tensor, above: torch.Tensor, gamma: float) -> torch.Tensor:
+    """numpy's linear interpolation between the order statistics around a quantile (float32):
+    its _lerp, a + d*t, or b - d*(1-t) when t >= 0.5, in float64."""
+    below, above = below.double(), above.double()
+    diff = above - below
+    value = below + diff * gamma if gamma < 0.5 else above - diff * (1.0 - gamma)
+    return value.float()
 
 
 class TopQuantile:
@@ -89,16 +98,13 @@ class TopQuantile:
             raise ValueError("more values were seen than the buffers were sized for")
         self._compact()
         level = 1.0 - self.q
-        virtual = _virtual_index(self.count, level)
+        virtual = virtual_index(self.count, level)
         lo = math.floor(virtual)
         gamma = virtual - lo
         # Descending pool: ascending position j sits at column count-1-j.
-        below = self.pool[:, self.count - 1 - lo].double()
-        above = self.pool[:, max(self.count - 2 - lo, 0)].double()
-        diff = above - below
-        # numpy's _lerp: a + d*t, or b - d*(1-t) when t >= 0.5.
-        value = below + diff * gamma if gamma < 0.5 else above - diff * (1.0 - gamma)
-        return value.float()
+        below = self.pool[:, self.count - 1 - lo]
+        above = self.pool[:, max(self.count - 2 - lo, 0)]
+        return interpolate_order_statistics(below, above, gamma)
 
     def state_dict(self) -> dict:
         self._compact()

@@ -3,25 +3,20 @@
 For every batch: each unit's map is upsampled bilinearly (align_corners=False) to the label
 size and thresholded; the mask pixels are counted per label set of the batch (pixels grouped
 by the labels they carry, `labelsets`), and each set's count added to its labels with one
-`index_add_`: work per set, not per pixel and plane.  Both definitions of A are tallied at once, so the
+`index_add_`: work per set, not per pixel and plane.  Every definition's A is tallied at once, so the
 choice between them is made when IoUs are computed and costs no pass.
 
-A map whose maximum is below its threshold cannot produce a mask pixel (bilinear upsampling
-is a convex combination of the map's values), so only maps whose maximum reaches the
-threshold are upsampled; the margin covers float rounding of the interpolation.
+A map whose maximum is below its threshold cannot produce a mask pixel, so only maps whose
+maximum reaches the threshold are upsampled (`upsample.upsampled_maps`).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from netdissect.engine.settings import DEFINITIONS
 from netdissect.stats.labelsets import pixel_label_sets
+from netdissect.stats.upsample import upsampled_maps
 
-# Upsample at most this many label-map pixels at once (bounds the batch's working memory).
-CHUNK_PIXELS = 1 << 24
-# Relative margin on a map's maximum when deciding whether its upsampled map can pass T_k.
-ROUNDING_MARGIN = 1e-5
 # Largest (map, label set) histogram counted with bincount; above it, a sort.
 HISTOGRAM_BINS = 1 << 24
 
@@ -32,23 +27,13 @@ def unit_masks(activations: torch.Tensor, thresholds: torch.Tensor, size: tuple[
     where mask[i] (sh*sw bool) is unit k[i]'s map of image b[i], upsampled bilinearly
     (align_corners=False) and thresholded with `> thresholds[k[i]]`.  Maps that cannot pass
     their threshold (empty masks) are not yielded."""
-    sh, sw = size
-    pixels = sh * sw
     thresholds = thresholds.to(device)
-    maxima = activations.amax(dim=(2, 3)).to(device)
-    margin = ROUNDING_MARGIN * maxima.abs()
-    b_sel, k_sel = torch.nonzero(maxima + margin > thresholds[None], as_tuple=True)
-    per_chunk = max(1, CHUNK_PIXELS // pixels)
-    for start in range(0, len(b_sel), per_chunk):
-        b, k = b_sel[start:start + per_chunk], k_sel[start:start + per_chunk]
-        maps = activations[b.to(activations.device), k.to(activations.device)]
-        maps = maps.to(device=device, dtype=torch.float32)[:, None]
-        up = F.interpolate(maps, size=(sh, sw), mode="bilinear", align_corners=False)
-        yield b, k, (up[:, 0] > thresholds[k][:, None, None]).reshape(len(b), pixels)
+    for b, k, values in upsampled_maps(activations, thresholds, size, device):
+        yield b, k, values > thresholds[k][:, None]
 
 
 class IoUTally:
-    """Exact int64 counts I[unit, label], A[unit, category] (both definitions), G[label].
+    """Exact int64 counts I[unit, label], A[unit, category] (every definition), G[label].
 
     `label_category` (L+1,) gives each global label's primary category index, -1 when it is
     not scored; label 0 is "unlabelled".
@@ -135,6 +120,8 @@ class IoUTally:
         cats = self.label_category[labels]
         under = torch.bincount((pair[:, None] * C + cats)[hit & (cats >= 0)], minlength=n * C)
         self.activation["lite"].index_add_(0, k, mask_count[:, None] * (under.reshape(n, C) > 0))
+        # A, pnas: plain IoU, every mask pixel counts whatever the category.
+        self.activation["pnas"].index_add_(0, k, mask_count[:, None].expand(n, C))
 
     # -- merging and saving ---------------------------------------------------------------
     def merge(self, other: "IoUTally") -> None:
@@ -146,14 +133,12 @@ class IoUTally:
 
     def state_dict(self) -> dict:
         return {"intersection": self.intersection.cpu().clone(),
-                "activation_original": self.activation["original"].cpu().clone(),
-                "activation_lite": self.activation["lite"].cpu().clone(),
+                **{f"activation_{d}": a.cpu().clone() for d, a in self.activation.items()},
                 "truth": self.truth.cpu().clone(), "images": self.images}
 
     def load_state_dict(self, state: dict) -> None:
         device = self.intersection.device
         self.intersection = state["intersection"].to(device)
-        self.activation = {"original": state["activation_original"].to(device),
-                           "lite": state["activation_lite"].to(device)}
+        self.activation = {d: state[f"activation_{d}"].to(device) for d in DEFINITIONS}
         self.truth = state["truth"].to(device)
         self.images = int(state["images"])

@@ -15,15 +15,16 @@ command line's --help) stay fast.
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "dissect", "explain", "Dissection", "LayerResult", "Probe", "Preprocess",
-           "Settings", "build_model", "load_broden", "Broden", "NetDissectError", "BrodenError",
-           "DissectError"]
+           "Settings", "build_model", "load_broden", "Broden", "segment", "NetDissectError",
+           "BrodenError", "DissectError"]
 
 _WHERE = {
     "dissect": "netdissect.api", "explain": "netdissect.compositional.run", "Dissection": "netdissect.results",
     "LayerResult": "netdissect.results", "Probe": "netdissect.models.probe",
     "Preprocess": "netdissect.models.preprocess", "Settings": "netdissect.engine.settings",
     "build_model": "netdissect.models.zoo", "load_broden": "netdissect.data.broden",
-    "Broden": "netdissect.data.broden", "NetDissectError": "netdissect.errors",
+    "Broden": "netdissect.data.broden", "segment": "netdissect.data.segment",
+    "NetDissectError": "netdissect.errors",
     "BrodenError": "netdissect.errors", "DissectError": "netdissect.errors",
 }
 

@@ -16,7 +16,7 @@ from netdissect.errors import EXIT_CTRL_C, EXIT_ERROR, EXIT_SIGTERM, Interrupted
 __all__ = ["main", "build_parser"]
 
 # The modules that add commands, in the order --help lists them.
-COMMAND_MODULES = ("dissect", "explain", "demo", "data", "report", "experiments")
+COMMAND_MODULES = ("dissect", "explain", "demo", "data", "segment", "report", "experiments")
 
 DESCRIPTION = """Network Dissection: measure how interpretable the units of deep vision networks are.
 
@@ -24,6 +24,7 @@ DESCRIPTION = """Network Dissection: measure how interpretable the units of deep
   netdissect explain --dataset DIR --model SPEC --layers NAME [--out DIR]  (formulas per unit)
   netdissect demo | toyworld | train-demo | layers MODEL | relabel OUT
   netdissect download broden | report OUT | serve OUT
+  netdissect segment --images DIR --segmenter SPEC --out DATASET  (your images as a dataset)
   netdissect rotate | compare | ablate        (the experiments of the papers)
 
 The method is described in docs/method.md of the repository."""

@@ -868,11 +868,13 @@ def _compose_texture(cv: Canvas, rng) -> list[int]:
 # Colour names per label pixel.
 # ----------------------------------------------------------------------------------------
 
-def color_labels(rgb: np.ndarray) -> np.ndarray:
-    """Name the colour of every pixel of an (H, W, 3) 0-255 image: Broden color label numbers.
+def color_codes(rgb: np.ndarray) -> np.ndarray:
+    """Name the colour of every pixel of an (H, W, 3) 0-255 image: 1 + its index in COLORS.
 
     Achromatic pixels are black, grey or white by brightness; the others are named by hue,
-    with dark oranges and reds called brown and light reds and magentas pink.
+    with dark oranges and reds called brown and light reds and magentas pink.  The one colour
+    rule: the toy world's ground truth (`color_labels`) and the colour namer of `netdissect
+    segment --colors` (netdissect.data.segment.colors) both call it.
     """
     rgb = rgb.astype(np.float32) / 255.0
     mx, mn = rgb.max(-1), rgb.min(-1)
@@ -882,7 +884,8 @@ def color_labels(rgb: np.ndarray) -> np.ndarray:
     d = np.maximum(mx - mn, 1e-6)
     hue = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4))
     hue = hue * 60.0
-    name = np.full(rgb.shape[:2], LABELS["grey-c"], dtype=np.int32)
+    code = {name: i for i, name in enumerate(COLORS, start=1)}
+    name = np.full(rgb.shape[:2], code["grey-c"], dtype=np.int32)
     red = (hue < 12) | (hue >= 340)
     orange = (hue >= 12) & (hue < 42)
     yellow = (hue >= 42) & (hue < 70)
@@ -898,12 +901,21 @@ def color_labels(rgb: np.ndarray) -> np.ndarray:
         (magenta, "pink-c"), (magenta & (v < 0.6), "purple-c"),
     ]
     for mask, label in rules:
-        name[mask] = LABELS[label]
+        name[mask] = code[label]
     achromatic = s < 0.2
-    name[achromatic] = LABELS["grey-c"]
-    name[achromatic & (v > 0.82)] = LABELS["white-c"]
-    name[(v < 0.2) | (achromatic & (v < 0.3))] = LABELS["black-c"]
+    name[achromatic] = code["grey-c"]
+    name[achromatic & (v > 0.82)] = code["white-c"]
+    name[(v < 0.2) | (achromatic & (v < 0.3))] = code["black-c"]
     return name
+
+
+_COLOR_NUMBERS = np.array([0] + [LABELS[c] for c in COLORS], dtype=np.int32)
+
+
+def color_labels(rgb: np.ndarray) -> np.ndarray:
+    """Name the colour of every pixel of an (H, W, 3) 0-255 image: Broden color label numbers
+    of the toy world (the rule of `color_codes`)."""
+    return _COLOR_NUMBERS[color_codes(rgb)]
 
 
 # ----------------------------------------------------------------------------------------

@@ -207,3 +207,22 @@ def test_cli_mean_and_std_normalise_the_pixels(broden_dir, user_dir):
         imagenet = (x - np.float32((0.485, 0.456, 0.406)[c])) / np.float32((0.229, 0.224, 0.225)[c])
         default.append(float(np.quantile(imagenet, 1 - q)))
     assert all(abs(t - d) > 0.1 for t, d in zip(thresholds, default))  # not the default normalisation
+
+
+def test_cli_definition_pnas_and_its_relabel_refusal(broden_dir, user_dir, capsys):
+    out = user_dir / "out"
+    assert main(["dissect", "--dataset", str(broden_dir), "--model", "mymodel:build",
+                 "--layers", "features.3", "--definition", "pnas", "--workers", "0",
+                 "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "features.3" / "summary.json").read_text())
+    assert summary["definition"] == "pnas"
+    assert summary["settings"]["quantile"] == 0.01 and summary["settings"]["thresholds"] == "upsampled"
+    rows = (out / "features.3" / "tally.csv").read_text().splitlines()
+    assert len(rows) == 13  # 12 units
+    pages = "".join(p.read_text() for p in out.rglob("*.html"))
+    assert "IoU &gt; 0.04" in pages and "IoU &gt;= 0.04" not in pages
+    capsys.readouterr()
+    assert main(["relabel", str(out), "--definition", "original"]) == 2
+    assert "run `netdissect dissect` again with --definition original" in capsys.readouterr().err
+    assert main(["relabel", str(out), "--iou-threshold", "0.02"]) == 0
+    assert json.loads((out / "features.3" / "summary.json").read_text())["definition"] == "pnas"

@@ -104,10 +104,11 @@ class UpsampledQuantile:
         floor_value = _lowest_value(self.floor << shift)
         flat = self.hist[:, 0, :bins].reshape(-1)
         for _, k, values in upsampled_maps(activations, floor_value, size, self.device):
-            digit = float_keys(values) >> shift
-            keep = digit >= self.floor[k][:, None]
-            index = (k[:, None] * bins + digit)[keep]
-            flat += torch.bincount(index, minlength=self.units * bins)
+            # A float comparison first: keys are computed only for the few values kept.
+            keep = values >= floor_value[k][:, None]
+            digit = float_keys(values[keep]) >> shift
+            unit = k[:, None].expand_as(keep)[keep]
+            flat += torch.bincount(unit * bins + digit, minlength=self.units * bins)
         self.hist[:, 0, :bins] = flat.reshape(self.units, bins)
         # Raise the floor: the highest bin with at least m_capacity values at or above it.
         at_or_above = self.hist[:, 0, :bins].flip(-1).cumsum(-1).flip(-1)
@@ -119,11 +120,12 @@ class UpsampledQuantile:
         low = _lowest_value(self.prefix.amin(dim=1) << prev_shift)  # lowest value of interest
         targets = (0,) if bool((self.prefix[:, 0] == self.prefix[:, 1]).all()) else (0, 1)
         for _, k, values in upsampled_maps(activations, low, size, self.device):
-            keys = float_keys(values)
+            above = values >= low[k][:, None]  # cheap; keys only for the values kept
+            keys = float_keys(values[above])
+            unit = k[:, None].expand_as(above)[above]
             for t in targets:
-                keep = (keys >> prev_shift) == self.prefix[k, t][:, None]
-                digit = (keys >> shift) & (bins - 1)
-                index = (k[:, None] * bins + digit)[keep]
+                keep = (keys >> prev_shift) == self.prefix[unit, t]
+                index = unit[keep] * bins + ((keys[keep] >> shift) & (bins - 1))
                 self.hist[:, t, :bins] += torch.bincount(index, minlength=self.units * bins).reshape(self.units, bins)
         if targets == (0,):
             self.hist[:, 1] = self.hist[:, 0]

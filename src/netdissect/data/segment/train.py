@@ -1,0 +1,261 @@
+"""Train and evaluate the toy-world segmenter (`netdissect.data.segment.toyworld`).
+
+The weights shipped in `netdissect/assets/toyworld_segmenter.pt` were made with
+
+    netdissect train-segmenter --out src/netdissect/assets/toyworld_segmenter.pt
+
+Training images are rendered in memory with `toyworld.render_image(world_seed, i)` (no dataset
+on disk) from a world seed other than the demo's (0), and the result is measured on a fresh
+world (`eval_seed`) the model never saw: per label, the IoU of its pixels accumulated over all
+evaluation images (a part is counted in both part planes), and per category the mean over the
+labels that occur there.  Training is seeded and deterministic on one machine for a given
+number of `threads`; it works on random crops (even offsets, so image and label pixels stay
+aligned) flipped left-right half of the time, with a cross-entropy per head weighted towards
+rare classes (thin parts) plus a soft Dice term on the part head.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from netdissect.data import toyworld as tw
+from netdissect.data.segment.toyworld import (HEAD_CLASSES, HEADS, PLANES, WIDTHS,
+                                              ToyWorldSegmenter, ToyWorldSegNet, head_targets,
+                                              label_planes, segmenter_labels)
+from netdissect.errors import SettingsError
+from netdissect.files import atomic_torch_save, atomic_write_json
+
+__all__ = ["train_segmenter", "render_set", "evaluate_segmenter", "CATEGORY_PLANES"]
+
+#: The output planes (indices into PLANES) that hold each category's labels.
+CATEGORY_PLANES = {"object": (0,), "part": (1, 2), "material": (3,)}
+
+
+def _render_one(args: tuple[int, int]) -> tw.RenderedImage:
+    # Worker processes use numpy only: torch's thread pool is not safe to use after a fork.
+    return tw.render_image(*args)
+
+
+def render_set(seed: int, count: int, workers: int = 1, progress: bool = False,
+               desc: str = "render") -> dict:
+    """Render toy-world images 0..count-1 of world `seed` in memory.
+
+    Returns {"images": (N, 3, 224, 224) uint8, "targets": (N, 3, 112, 112) uint8 head classes,
+    "planes": (N, 4, 112, 112) uint8 segmenter label numbers, "textures": (N,) bool}.  The
+    result does not depend on `workers` (processes drawing images in parallel).
+    """
+    jobs = [(seed, i) for i in range(count)]
+    if workers > 1 and count >= 64:
+        with get_context().Pool(workers) as pool:
+            it = pool.imap(_render_one, jobs, chunksize=16)
+            results = list(_bar(it, count, progress, desc))
+    else:
+        results = list(_bar(map(_render_one, jobs), count, progress, desc))
+    return {"images": torch.from_numpy(np.stack([r.rgb.transpose(2, 0, 1) for r in results])),
+            "targets": torch.stack([head_targets(r) for r in results]),
+            "planes": torch.stack([label_planes(r).to(torch.uint8) for r in results]),
+            "textures": torch.tensor([r.kind == "textures" for r in results])}
+
+
+def _bar(it, total: int, enabled: bool, desc: str):
+    if not enabled:
+        return it
+    from tqdm import tqdm
+    return tqdm(it, total=total, desc=desc, unit="img")
+
+
+@torch.no_grad()
+def evaluate_segmenter(segmenter: ToyWorldSegmenter, data: dict, batch_size: int = 32) -> dict:
+    """IoU of `segmenter` on rendered images (`render_set`): per label and per category.
+
+    A label's IoU is its intersection over union accumulated over all pixels of all images
+    (for parts, a pixel belongs to a label if either part plane holds it); a category's mIoU
+    is the mean over its labels that occur in the ground truth.  Also the fraction of
+    (plane, pixel) entries of texture images predicted "no label".
+    """
+    labels = segmenter.labels()
+    n = len(labels) + 1
+    inter = torch.zeros(n, dtype=torch.int64)
+    union = torch.zeros(n, dtype=torch.int64)
+    truth = torch.zeros(n, dtype=torch.int64)
+    texture_zero, texture_total = 0, 0
+    for start in range(0, len(data["images"]), batch_size):
+        images = data["images"][start:start + batch_size].float() / 255.0
+        pred = segmenter.segment(images).cpu()
+        gt = data["planes"][start:start + batch_size].long()
+        textures = data["textures"][start:start + batch_size]
+        texture_zero += int((pred[textures] == 0).sum())
+        texture_total += pred[textures].numel()
+        for planes in CATEGORY_PLANES.values():
+            g = torch.zeros(gt.shape[0], n, *gt.shape[-2:], dtype=torch.bool)
+            p = torch.zeros_like(g)
+            for k in planes:
+                g |= F.one_hot(gt[:, k], n).permute(0, 3, 1, 2).bool()
+                p |= F.one_hot(pred[:, k], n).permute(0, 3, 1, 2).bool()
+            inter += (g & p).sum(dim=(0, 2, 3))
+            union += (g | p).sum(dim=(0, 2, 3))
+            truth += g.sum(dim=(0, 2, 3))
+    per_label: dict[str, dict[str, float]] = {c: {} for c in CATEGORY_PLANES}
+    for number, lab in enumerate(labels, start=1):
+        if truth[number] > 0:
+            per_label[lab.category][lab.name] = round(float(inter[number] / union[number]), 4)
+    miou = {c: round(float(np.mean(list(v.values()))), 4) if v else None
+            for c, v in per_label.items()}
+    return {"images": len(data["images"]), "texture_images": int(data["textures"].sum()),
+            "miou": miou, "iou": per_label,
+            "texture_no_label_accuracy": (round(texture_zero / texture_total, 6)
+                                          if texture_total else None)}
+
+
+def _random_crops(images: torch.Tensor, targets: torch.Tensor, crop: int,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random crop of `crop` image pixels per image (even offsets), flipped half the time."""
+    n, _, h, w = images.shape
+    half = crop // 2
+    ys = torch.randint(0, (h - crop) // 2 + 1, (n,), generator=generator).tolist()
+    xs = torch.randint(0, (w - crop) // 2 + 1, (n,), generator=generator).tolist()
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.stack([im[:, 2 * y:2 * y + crop, 2 * x:2 * x + crop]
+                     for im, y, x in zip(images, ys, xs)])
+    t = torch.stack([tg[:, y:y + half, x:x + half] for tg, y, x in zip(targets, ys, xs)])
+    x[flip] = x[flip].flip(-1)
+    t[flip] = t[flip].flip(-1)
+    return x, t
+
+
+def _class_weights(targets: torch.Tensor, power: float, cap: float) -> list[torch.Tensor]:
+    """Per head, cross-entropy weights freq^-power (capped at `cap` x the smallest weight),
+    scaled so that the average weight over the training pixels is 1."""
+    weights = []
+    for i, head in enumerate(HEADS):
+        counts = torch.bincount(targets[:, i].reshape(-1).long(),
+                                minlength=1 + len(HEAD_CLASSES[head])).double()
+        freq = counts / counts.sum()
+        w = torch.where(counts > 0, freq.clamp_min(1e-12) ** -power, torch.zeros_like(freq))
+        w = torch.minimum(w, w[counts > 0].min() * cap)
+        w = torch.where(counts > 0, w, torch.ones_like(w))
+        weights.append((w / (w * freq).sum()).float())
+    return weights
+
+
+def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over the non-background classes present in the batch."""
+    prob = logits.softmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
+    dims = (0, 2, 3)
+    inter = (prob * onehot).sum(dims)
+    total = prob.sum(dims) + onehot.sum(dims)
+    present = onehot.sum(dims) > 0
+    present[0] = False
+    dice = (2 * inter + 1.0) / (total + 1.0)
+    return 1 - dice[present].mean() if present.any() else logits.sum() * 0
+
+
+def train_segmenter(out: str | os.PathLike, images: int = 3000, seed: int = 0,
+                    world_seed: int = 1, eval_seed: int = 2, eval_images: int = 400,
+                    epochs: int = 8, batch_size: int = 16, lr: float = 4e-3, crop: int = 128,
+                    weight_power: float = 0.5, weight_cap: float = 20.0, dice: float = 1.0,
+                    widths: tuple[int, ...] = WIDTHS, threads: int = 2,
+                    progress: bool = True) -> dict:
+    """Train a `ToyWorldSegNet` on `images` rendered toy-world images; write weights + metadata.
+
+    Writes the state dict to `out` and the metadata (labels, widths, training settings,
+    seed, seconds, and the IoU on `eval_images` images of the fresh world `eval_seed`) to
+    `out` with suffix .json, both atomically; returns the metadata.  `threads` CPU threads
+    train (and as many processes render).  `eval_images` 0 skips the evaluation.
+    """
+    start = time.perf_counter()
+    if images < 1 or epochs < 1 or batch_size < 1:
+        raise SettingsError(f"train-segmenter: --images ({images}), --epochs ({epochs}) and "
+                            f"the batch size ({batch_size}) must be at least 1.")
+    if eval_images < 0:
+        raise SettingsError(f"train-segmenter: evaluation images must be 0 or more, got "
+                            f"{eval_images}.")
+    if eval_seed == world_seed:
+        raise SettingsError(f"train-segmenter: the evaluation world seed ({eval_seed}) must "
+                            f"differ from the training world seed ({world_seed}); choose "
+                            "another --world-seed.")
+    if crop % 32 or not 32 <= crop <= tw.IMAGE_SIZE:
+        raise SettingsError(f"train-segmenter: crop must be a multiple of 32 between 32 and "
+                            f"{tw.IMAGE_SIZE}, got {crop}.")
+    out = Path(out)
+    previous_threads = torch.get_num_threads()
+    try:
+        data = render_set(world_seed, images, workers=threads, progress=progress,
+                          desc="render training world")
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        model = ToyWorldSegNet(tuple(widths))
+        class_weights = _class_weights(data["targets"], weight_power, weight_cap)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        steps = epochs * math.ceil(images / batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
+                                                       pct_start=0.1)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=steps, desc="train toyworld segmenter", unit="batch")
+        history = []
+        train_start = time.perf_counter()
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(images, generator=generator)
+            total, seen = 0.0, 0
+            for b in range(0, images, batch_size):
+                idx = order[b:b + batch_size]
+                x, t = _random_crops(data["images"][idx], data["targets"][idx], crop, generator)
+                heads = model.split(model(x.float() / 255.0))
+                t = t.long()
+                loss = sum(F.cross_entropy(heads[h], t[:, i], weight=class_weights[i])
+                           for i, h in enumerate(HEADS))
+                if dice:
+                    loss = loss + dice * _soft_dice(heads["part"], t[:, 1])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(idx)
+                seen += len(idx)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")
+            history.append(round(total / seen, 4))
+        if bar is not None:
+            bar.close()
+        train_seconds = time.perf_counter() - train_start
+        model.eval()
+        del data
+        evaluation = None
+        if eval_images:
+            test = render_set(eval_seed, eval_images, workers=threads, progress=progress,
+                              desc="render evaluation world")
+            evaluation = evaluate_segmenter(ToyWorldSegmenter(model), test)
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        meta = {
+            "model": "ToyWorldSegNet", "widths": list(widths),
+            "labels": [[lab.name, lab.category] for lab in segmenter_labels()],
+            "planes": list(PLANES), "input": "RGB float in [0, 1], (B, 3, H, W)",
+            "output": "(B, 4, ceil(H/2), ceil(W/2)) int64 label numbers, 0 = no label",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "training": {"seed": seed, "world_seed": world_seed, "images": images,
+                         "epochs": epochs, "batch_size": batch_size, "lr": lr, "crop": crop,
+                         "weight_power": weight_power, "weight_cap": weight_cap, "dice": dice,
+                         "threads": threads, "loss_per_epoch": history,
+                         "train_seconds": round(train_seconds, 1),
+                         "seconds": round(time.perf_counter() - start, 1),
+                         "torch": torch.__version__},
+            "evaluation": ({"world_seed": eval_seed} | evaluation) if evaluation else None,
+        }
+        atomic_torch_save(out, state)
+        atomic_write_json(out.with_suffix(".json"), meta)
+        return meta
+    finally:
+        torch.set_num_threads(previous_threads)

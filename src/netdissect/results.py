@@ -26,7 +26,7 @@ from netdissect.errors import ResultError, SettingsError
 from netdissect.files import atomic_write_files, csv_bytes, json_bytes, torch_bytes
 
 __all__ = ["Dissection", "LayerResult", "LabelSpace", "UnitLabels", "layer_folder_name", "DEFINITIONS",
-           "reaches_threshold"]
+           "reaches_threshold", "threshold_text"]
 
 
 def reaches_threshold(iou, threshold: float, definition: str):

@@ -26,7 +26,7 @@ from netdissect.errors import ResultError, SettingsError
 from netdissect.files import atomic_write_files, csv_bytes, json_bytes, torch_bytes
 
 __all__ = ["Dissection", "LayerResult", "LabelSpace", "UnitLabels", "layer_folder_name", "DEFINITIONS",
-           "reaches_threshold", "threshold_text"]
+           "reaches_threshold", "threshold_text", "iou_table", "best_per_category_table"]
 
 
 def reaches_threshold(iou, threshold: float, definition: str):
@@ -38,6 +38,35 @@ def reaches_threshold(iou, threshold: float, definition: str):
 def threshold_text(threshold: float, definition: str) -> str:
     """The detector rule as the report writes it: "IoU >= 0.04" (or "> 0.04" for pnas)."""
     return f"IoU {'>' if definition == 'pnas' else '>='} {threshold:g}"
+
+
+def iou_table(intersection: torch.Tensor, activation: torch.Tensor, truth: torch.Tensor,
+              category: torch.Tensor) -> torch.Tensor:
+    """IoU[..., k, c] = I / (A[..., k, cat(c)] + G[..., c] - I), float64, 0 where undefined
+    or the label is not scored.  intersection (..., K, L+1), activation (..., K, C), truth
+    (..., L+1), category (L+1,) primary category index (-1: not scored); leading dimensions
+    (replicates) broadcast."""
+    scored = category >= 0
+    inter = intersection.double()
+    act = activation.double()[..., category.clamp(min=0)]
+    union = act + truth.double().unsqueeze(-2) - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
+    return iou * scored
+
+
+def best_per_category_table(iou: torch.Tensor, category: torch.Tensor,
+                            num_categories: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., K, C) label numbers (0 = none) and IoUs: each category's best label per unit of
+    an IoU table (..., K, L+1); the first maximum (lowest label) wins ties."""
+    shape = (*iou.shape[:-1], num_categories)
+    best_label = torch.zeros(shape, dtype=torch.int64)
+    best_iou = torch.zeros(shape, dtype=torch.float64)
+    for c in range(num_categories):
+        columns = torch.nonzero(category == c)[:, 0]
+        if len(columns):
+            value, position = iou[..., columns].max(dim=-1)
+            best_label[..., c], best_iou[..., c] = columns[position], value
+    return best_label.masked_fill(best_iou <= 0, 0), best_iou
 
 
 # -- labels ---------------------------------------------------------------------------------
@@ -93,6 +122,9 @@ class LayerResult:
     definition: str = "original"
     iou_threshold: float = 0.04
     meta: dict = field(default_factory=dict)  # settings, fingerprints, timings, ...
+    # The tallies of the permutation null and the bootstrap (IoUTally's null_* and boot_*
+    # counts; empty when the run made none): significance.Significance reads them.
+    resampled: dict = field(default_factory=dict)
 
     @property
     def units(self) -> int:
@@ -108,13 +140,8 @@ class LayerResult:
         Under pnas A[k, .] counts every mask pixel (the plain IoU)."""
         definition = definition or self.definition
         self._check_definition(definition)
-        category = torch.from_numpy(self.labels.category)
-        scored = category >= 0
-        inter = self.intersection.double()
-        act = self.activation[definition].double()[:, category.clamp(min=0)]
-        union = act + self.truth.double()[None] - inter
-        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
-        return iou * scored[None]
+        return iou_table(self.intersection, self.activation[definition], self.truth,
+                         torch.from_numpy(self.labels.category))
 
     def _check_definition(self, definition: str) -> None:
         """SettingsError unless `definition` can be derived from this layer's tallies."""
@@ -130,17 +157,8 @@ class LayerResult:
 
     def best_per_category(self, definition: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, C) label numbers (0 = none) and their IoUs: each category's best label per unit."""
-        iou = self.iou(definition)
-        category = torch.from_numpy(self.labels.category)
-        shape = (iou.shape[0], len(self.labels.categories))
-        best_label = torch.zeros(shape, dtype=torch.int64)
-        best_iou = torch.zeros(shape, dtype=torch.float64)
-        for c in range(shape[1]):
-            columns = torch.nonzero(category == c)[:, 0]
-            if len(columns):
-                value, position = iou[:, columns].max(dim=1)  # first maximum: lowest label wins
-                best_label[:, c], best_iou[:, c] = columns[position], value
-        return best_label.masked_fill(best_iou <= 0, 0), best_iou
+        return best_per_category_table(self.iou(definition), torch.from_numpy(self.labels.category),
+                                       len(self.labels.categories))
 
     def unit_labels(self, definition: str | None = None):
         """Per unit: label number, category index (-1 when none) and score."""
@@ -161,10 +179,31 @@ class LayerResult:
         for c, name in enumerate(self.labels.categories):
             hits = best_label[:, c][reaches_threshold(best_iou[:, c], t, definition)]
             unique[name] = int(torch.unique(hits[hits > 0]).numel())
-        return {"units": self.units, "detectors": int(detector.sum()),
-                "distinct_labels": int(torch.unique(label[detector]).numel()),
-                "unique_detectors": unique, "unique_detectors_total": sum(unique.values()),
-                "iou_threshold": t, "definition": definition}
+        counts = {"units": self.units, "detectors": int(detector.sum()),
+                  "distinct_labels": int(torch.unique(label[detector]).numel()),
+                  "unique_detectors": unique, "unique_detectors_total": sum(unique.values()),
+                  "iou_threshold": t, "definition": definition}
+        significance = self.significance(definition, t)
+        return counts | (significance.counts() if significance is not None else {})
+
+    @property
+    def fdr(self) -> float:
+        """The false discovery rate of significant detectors (settings, default 0.05)."""
+        return float(self.meta.get("settings", {}).get("fdr", 0.05))
+
+    def significance(self, definition: str | None = None, iou_threshold: float | None = None):
+        """p- and q-values and bootstrap intervals (`significance.Significance`, cached), or
+        None when the run tallied neither a null nor a bootstrap."""
+        if not self.resampled:
+            return None
+        key = (definition or self.definition, self.iou_threshold if iou_threshold is None else iou_threshold,
+               self.fdr)
+        cache = self.__dict__.setdefault("_significance", {})
+        if key not in cache:
+            from netdissect.significance import Significance
+
+            cache[key] = Significance(self, *key)
+        return cache[key]
 
     def labelled_units(self, definition: str | None = None, iou_threshold: float | None = None) -> list[UnitLabels]:
         """Each unit's label, category, score and best label per category, decoded into names
@@ -187,22 +226,31 @@ class LayerResult:
 
     # -- tables -----------------------------------------------------------------------
     def unit_records(self, image_names: list[str] | None = None) -> list[dict]:
-        """One JSON-ready record per unit (0-based `unit`)."""
+        """One JSON-ready record per unit (0-based `unit`); with a null, its p- and q-value
+        (overall and per category) and whether it is a significant detector; with a
+        bootstrap, the 95% interval of its score."""
+        significance = self.significance()
         records = []
         for u in self.labelled_units():
             top = [{"index": int(i), "activation": float(v),
                     **({"image": image_names[int(i)]} if image_names else {})}
                    for i, v in zip(self.top_indices[u.unit].tolist(), self.top_values[u.unit].tolist()) if i >= 0]
+            extra = significance.unit_fields(u.unit) if significance is not None else {}
             records.append({
                 "unit": u.unit, "threshold": float(self.thresholds[u.unit]), "label": u.label,
-                "category": u.category, "score": u.score, "detector": u.detector,
-                "categories": {c: {"label": name, "iou": iou} for c, (name, iou) in u.best.items()},
+                "category": u.category, "score": u.score, "detector": u.detector, **extra,
+                "categories": {c: {"label": name, "iou": iou,
+                                   **(significance.category_fields(u.unit, ci) if significance is not None else {})}
+                               for ci, (c, (name, iou)) in enumerate(u.best.items())},
                 "top_images": top,
             })
         return records
 
     def tally_rows(self) -> list[dict]:
-        """tally.csv rows: NetDissect's format, 1-based units, sorted by score descending."""
+        """tally.csv rows: NetDissect's format, 1-based units, sorted by score descending;
+        p-value, q-value, score-low and score-high last when the run made a null or a
+        bootstrap."""
+        significance = self.significance()
         act = self.activation[self.definition].tolist()
         truth, intersection = self.truth.tolist(), self.intersection
         rows = []
@@ -215,6 +263,12 @@ class LayerResult:
                 row[f"{c}-activation"] = act[u.unit][ci]
                 row[f"{c}-intersect"] = int(intersection[u.unit, lab]) if lab > 0 else 0
                 row[f"{c}-iou"] = iou
+            if significance is not None:
+                fields = significance.unit_fields(u.unit)
+                if "p_value" in fields:
+                    row["p-value"], row["q-value"] = fields["p_value"], fields["q_value"]
+                if "score_interval" in fields:
+                    row["score-low"], row["score-high"] = fields["score_interval"]
             rows.append(row)
         return rows
 
@@ -238,7 +292,7 @@ class LayerResult:
                 "intersection": self.intersection,
                 **{f"activation_{d}": a for d, a in self.activation.items()}, "truth": self.truth,
                 "top_indices": self.top_indices, "top_values": self.top_values,
-                "top_maps": self.top_maps}
+                "top_maps": self.top_maps, **self.resampled}
 
     @classmethod
     def from_state_dict(cls, state: dict, meta: dict | None = None) -> "LayerResult":
@@ -249,12 +303,20 @@ class LayerResult:
                    activation={d: state[f"activation_{d}"] for d in DEFINITIONS if f"activation_{d}" in state},
                    truth=state["truth"], top_indices=state["top_indices"], top_values=state["top_values"],
                    top_maps=state["top_maps"], definition=settings.get("definition", "original"),
-                   iou_threshold=settings.get("iou_threshold", 0.04), meta=meta)
+                   iou_threshold=settings.get("iou_threshold", 0.04), meta=meta,
+                   resampled={k: v for k, v in state.items() if k.startswith(("null_", "boot_"))})
 
-    def relabel(self, iou_threshold: float | None = None, definition: str | None = None) -> "LayerResult":
-        """Use another IoU threshold or definition from now on (labels are derived on demand)."""
+    def relabel(self, iou_threshold: float | None = None, definition: str | None = None,
+                fdr: float | None = None) -> "LayerResult":
+        """Use another IoU threshold, definition or FDR from now on (labels are derived on
+        demand)."""
         check_iou_threshold(iou_threshold)
         settings = self.meta.setdefault("settings", {})
+        if fdr is not None:
+            if not 0.0 < fdr < 1.0:
+                raise SettingsError(f"--fdr must be between 0 and 1, got {fdr}")
+            if self.resampled:  # the FDR decides nothing without a null
+                settings["fdr"] = fdr
         if iou_threshold is not None:
             self.iou_threshold = settings["iou_threshold"] = iou_threshold
         if definition is not None:
@@ -294,7 +356,9 @@ class LayerResult:
 
 # Keys of summary.json that `counts()` recomputes rather than reads back.
 _DERIVED = {"layer", "units", "detectors", "distinct_labels", "unique_detectors",
-            "unique_detectors_total", "iou_threshold", "definition"}
+            "unique_detectors_total", "iou_threshold", "definition", "null_permutations",
+            "significant_detectors", "significant_unique_detectors",
+            "significant_unique_detectors_total", "bootstrap"}
 
 
 def layer_folder_name(layer: str) -> str:
@@ -330,10 +394,11 @@ class Dissection:
         view = type(self).html_view
         return view(self) if view is not None else None
 
-    def relabel(self, iou_threshold: float | None = None, definition: str | None = None) -> "Dissection":
-        """Apply another IoU threshold or definition to the saved tallies (no data needed)."""
+    def relabel(self, iou_threshold: float | None = None, definition: str | None = None,
+                fdr: float | None = None) -> "Dissection":
+        """Apply another IoU threshold, definition or FDR to the saved tallies (no data needed)."""
         for result in self.layers.values():
-            result.relabel(iou_threshold, definition)
+            result.relabel(iou_threshold, definition, fdr)
         return self
 
     def save(self, out: str | os.PathLike) -> Path:

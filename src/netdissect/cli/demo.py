@@ -46,7 +46,7 @@ def add_parsers(sub) -> None:
                                    "and measure its IoU on a fresh one.")
     p.add_argument("--out", default="toyworld_segmenter.pt",
                    help="weights file to write (metadata next to it, .json)")
-    p.add_argument("--images", type=int, default=3000, help="training images to render")
+    p.add_argument("--images", type=int, default=4000, help="training images to render")
     p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, order)")
     p.add_argument("--world-seed", type=int, default=1, help="toy world seed of the training "
                    "images (the demo's world is 0)")
@@ -54,7 +54,7 @@ def add_parsers(sub) -> None:
                    "images (must differ from --world-seed)")
     p.add_argument("--eval-images", type=int, default=400,
                    help="evaluation images (0: no evaluation)")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_train_segmenter)

@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
                        description="Apply another IoU threshold or IoU definition to a result "
                                    "folder without touching the model or the data.")
     p.add_argument("out", help="result folder written by `netdissect dissect --out`")
-    add_settings_options(p, only=["iou_threshold", "definition"])
+    add_settings_options(p, only=["iou_threshold", "definition", "fdr"])
     p.set_defaults(func=run_relabel)
 
     p = sub.add_parser("layers", help="list a model's layers, output shapes and dissectability",
@@ -86,7 +86,7 @@ def run_relabel(args: argparse.Namespace) -> int:
     from netdissect.report import write_report
     from netdissect.results import Dissection
 
-    dissection = Dissection.load(args.out).relabel(args.iou_threshold, args.definition)
+    dissection = Dissection.load(args.out).relabel(args.iou_threshold, args.definition, args.fdr)
     dissection.save(args.out)
     if (Path(args.out) / "index.html").is_file():
         write_report(dissection, args.out, progress=False)

@@ -134,7 +134,8 @@ def add_settings_options(p: argparse.ArgumentParser, only: list[str] | None = No
             continue
         kind = names if meta.get("kind") == "names" else _TYPES[f.type.split(" ")[0].split("[")[0]]
         g.add_argument(option, type=kind, choices=meta.get("choices"), default=None,
-                       help=meta["help"], metavar=None if meta.get("choices") else f.name.upper())
+                       help=meta["help"],
+                       metavar=None if meta.get("choices") else meta.get("metavar", f.name.upper()))
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

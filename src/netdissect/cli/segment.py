@@ -29,7 +29,8 @@ def add_parsers(sub) -> None:
                     "command again after an interruption: finished images are kept. Then: "
                     "netdissect dissect --dataset OUT --model ...")
     p.add_argument("--images", required=True, help="folder of .jpg/.jpeg/.png images")
-    p.add_argument("--segmenter", required=True, help=SPEC_HELP)
+    p.add_argument("--segmenter", default="toyworld",
+                   help=f"{SPEC_HELP}; default toyworld")
     p.add_argument("--out", required=True, help="dataset folder to write (new, empty, or an "
                                                 "interrupted segment output to finish)")
     p.add_argument("--size", type=int, default=224, help="image side in the dataset (224)")

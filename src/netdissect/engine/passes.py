@@ -53,7 +53,9 @@ class LayerStats(CombinedStat):
         else:
             quantile = TopQuantile(units, settings.quantile, images * h * w, device)
         super().__init__(quantile=quantile, top=TopImages(units, settings.top_k, device),
-                         tally=IoUTally(units, torch.from_numpy(label_category), num_categories, device))
+                         tally=IoUTally(units, torch.from_numpy(label_category), num_categories, device,
+                                        null=settings.null, bootstrap=settings.bootstrap,
+                                        seed=settings.resample_seed))
         self.thresholds: torch.Tensor | None = None  # from every process's values
         self.top_all: TopImages | None = None  # every process's top images
         self._saved_maps: dict | None = None
@@ -94,7 +96,7 @@ class LayerStats(CombinedStat):
               image_labels: torch.Tensor, sets: tuple[torch.Tensor, torch.Tensor]) -> None:
         """Pass 2: tally the thresholded maps against the labels (`sets`: the batch's pixel
         label sets); keep the top images' maps."""
-        self.tally.update(acts, self.thresholds, planes, image_labels, sets)
+        self.tally.update(acts, self.thresholds, planes, image_labels, sets, rows=index)
         self.maps.update(acts, index)
 
     def state_dict(self) -> dict:

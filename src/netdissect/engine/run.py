@@ -87,7 +87,7 @@ def run_dissection(probe: Probe, dataset: str | os.PathLike | Broden, settings: 
         meta = _meta(settings, broden, probe, components, preprocess, passes, device, world)
         results = {name: _layer_result(name, stats[name], labels, settings, meta) for name in todo}
     for name, result in reused.items():
-        results[name] = result.relabel(settings.iou_threshold, settings.definition)
+        results[name] = result.relabel(settings.iou_threshold, settings.definition, settings.fdr)
     return Dissection({name: results[name] for name in probe.layers},
                       [row.image for row in broden.rows])
 
@@ -115,7 +115,8 @@ def _layer_result(name: str, stats: LayerStats, labels: LabelSpace, settings: Se
         activation={d: a.cpu() for d, a in tally.activation.items()}, truth=tally.truth.cpu(),
         top_indices=top.indices.cpu(), top_values=top.values.cpu(), top_maps=maps.cpu(),
         definition=settings.definition, iou_threshold=settings.iou_threshold,
-        meta={**meta, "shape": list(stats.shape)})
+        meta={**meta, "shape": list(stats.shape)},
+        resampled={k: v for k, v in tally.state_dict().items() if k.startswith(("null_", "boot_"))})
 
 
 def _meta(settings: Settings, broden: Broden, probe: Probe, components: dict, preprocess: dict,

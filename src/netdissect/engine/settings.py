@@ -34,6 +34,9 @@ DEFINITIONS = ("original", "lite", "pnas")
 # The top quantile q of T_k when --quantile is not given.
 DEFAULT_QUANTILE = {"original": 0.005, "lite": 0.005, "pnas": 0.01}
 ROLES = ("numbers", "labels", "state", "runtime")
+# The settings of the significance statistics (section 15); off, they are left out of
+# fingerprints and summaries.
+RESAMPLING = ("null", "bootstrap", "resample_seed")
 CACHE_POLICIES = ("auto", "always", "never")
 
 
@@ -61,6 +64,15 @@ class Settings:
     top_k: int = _setting(10, "numbers", "top images kept per unit (default 10)")
     skip_bad: bool = _setting(False, "numbers", "skip unreadable images and count them in "
                               "summary.json instead of stopping")
+    null: int = _setting(0, "numbers", "image permutations of the null distribution of each "
+                         "unit's best IoU, for p- and q-values (default 0: none; e.g. 100; "
+                         "docs/method.md section 15)", metavar="N")
+    bootstrap: int = _setting(0, "numbers", "Poisson bootstrap replicates for 95%% intervals of "
+                              "the IoUs and counts (default 0: none; e.g. 200)", metavar="B")
+    resample_seed: int = _setting(0, "numbers", "seed of the null's permutations and the "
+                                  "bootstrap's weights (default 0)", metavar="SEED")
+    fdr: float = _setting(0.05, "labels", "false discovery rate of significant detectors "
+                          "(Benjamini-Hochberg q <= FDR; default 0.05)")
     batch_size: int = _setting(32, "state", "images per batch (default 32)")
     workers: int | None = _setting(None, "runtime", "data-loader worker processes (default: up to 4)")
     cache_limit_gb: float = _setting(8.0, "runtime", "largest on-disk activation cache; above it "
@@ -91,6 +103,11 @@ class Settings:
         if self.definition not in DEFINITIONS:
             raise SettingsError(f"--definition must be one of {', '.join(DEFINITIONS)}, "
                                 f"got {self.definition!r}")
+        if self.null < 0 or self.bootstrap < 0:
+            raise SettingsError(f"--null and --bootstrap must be 0 or more, got {self.null} and "
+                                f"{self.bootstrap}")
+        if not 0.0 < self.fdr < 1.0:
+            raise SettingsError(f"--fdr must be between 0 and 1, got {self.fdr}")
         if self.batch_size < 1:
             raise SettingsError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.top_k < 1:
@@ -128,6 +145,9 @@ def fingerprint_components(settings: Settings, dataset_fingerprint: str, categor
     definition's thresholds on upsampled maps change the statistics."""
     values = {f.name: getattr(settings, f.name) for f in setting_fields("numbers")}
     values["categories"] = list(categories)
+    if not settings.null and not settings.bootstrap:  # fingerprints of plain runs stay as they were
+        for name in RESAMPLING:
+            del values[name]
     if settings.upsampled_thresholds:  # the only part of the definition that decides numbers
         values["thresholds"] = "upsampled"
     return {"dataset": dataset_fingerprint, "dataset_files": dataset_files,
@@ -167,6 +187,9 @@ def summary_settings(settings: Settings, categories: list[str], preprocess: dict
     as selected in the dataset, and the preprocessing."""
     block = {f.name: getattr(settings, f.name) for f in setting_fields("numbers", "labels", "state")}
     block["categories"] = list(categories)
+    if not settings.null and not settings.bootstrap:
+        for name in (*RESAMPLING, "fdr"):
+            del block[name]
     if settings.upsampled_thresholds:
         block["thresholds"] = "upsampled"
     return {**block, **preprocess}

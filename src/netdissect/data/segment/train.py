@@ -158,9 +158,9 @@ def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - dice[present].mean() if present.any() else logits.sum() * 0
 
 
-def train_segmenter(out: str | os.PathLike, images: int = 3000, seed: int = 0,
+def train_segmenter(out: str | os.PathLike, images: int = 4000, seed: int = 0,
                     world_seed: int = 1, eval_seed: int = 2, eval_images: int = 400,
-                    epochs: int = 8, batch_size: int = 16, lr: float = 4e-3, crop: int = 128,
+                    epochs: int = 14, batch_size: int = 16, lr: float = 4e-3, crop: int = 128,
                     weight_power: float = 0.5, weight_cap: float = 20.0, dice: float = 1.0,
                     widths: tuple[int, ...] = WIDTHS, threads: int = 2,
                     progress: bool = True) -> dict:
@@ -193,7 +193,8 @@ def train_segmenter(out: str | os.PathLike, images: int = 3000, seed: int = 0,
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        model = ToyWorldSegNet(tuple(widths))
+        # channels_last: about 10% faster convolutions on the CPU (measured).
+        model = ToyWorldSegNet(tuple(widths)).to(memory_format=torch.channels_last)
         class_weights = _class_weights(data["targets"], weight_power, weight_cap)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
         steps = epochs * math.ceil(images / batch_size)
@@ -212,7 +213,8 @@ def train_segmenter(out: str | os.PathLike, images: int = 3000, seed: int = 0,
             for b in range(0, images, batch_size):
                 idx = order[b:b + batch_size]
                 x, t = _random_crops(data["images"][idx], data["targets"][idx], crop, generator)
-                heads = model.split(model(x.float() / 255.0))
+                x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+                heads = model.split(model(x))
                 t = t.long()
                 loss = sum(F.cross_entropy(heads[h], t[:, i], weight=class_weights[i])
                            for i, h in enumerate(HEADS))
@@ -238,7 +240,7 @@ def train_segmenter(out: str | os.PathLike, images: int = 3000, seed: int = 0,
             test = render_set(eval_seed, eval_images, workers=threads, progress=progress,
                               desc="render evaluation world")
             evaluation = evaluate_segmenter(ToyWorldSegmenter(model), test)
-        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         meta = {
             "model": "ToyWorldSegNet", "widths": list(widths),
             "labels": [[lab.name, lab.category] for lab in segmenter_labels()],

@@ -29,8 +29,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=run_dissect)
 
     p = sub.add_parser("relabel", help="recompute labels and counts from saved tallies",
-                       description="Apply another IoU threshold or IoU definition to a result "
-                                   "folder without touching the model or the data.")
+                       description="Apply another IoU threshold, IoU definition or FDR to a "
+                                   "result folder without touching the model or the data.")
     p.add_argument("out", help="result folder written by `netdissect dissect --out`")
     add_settings_options(p, only=["iou_threshold", "definition", "fdr"])
     p.set_defaults(func=run_relabel)
@@ -64,19 +64,34 @@ def run_dissect(args: argparse.Namespace) -> int:
 
 
 def print_summary(results: list, out: Path) -> None:
-    """Per model and layer: units, detectors, unique detectors per category; then where."""
-    rows = []
+    """Per model and layer: units, detectors, unique detectors per category (with a null:
+    the significant ones; with a bootstrap: 95% intervals of the counts); then where."""
+    rows, significance = [], False
     for dissection in results:
         for layer, r in dissection.layers.items():
             model_name = str(r.meta.get("model", {}).get("name", ""))
             c = r.counts()
             per_cat = " ".join(f"{k}:{v}" for k, v in c["unique_detectors"].items())
-            rows.append((model_name, layer, str(c["units"]), str(c["detectors"]),
-                         str(c["unique_detectors_total"]), per_cat))
-    header = ("model", "layer", "units", "detectors", "unique", "unique per category")
+            boot = c.get("bootstrap")
+            detectors, unique = str(c["detectors"]), str(c["unique_detectors_total"])
+            if boot:
+                detectors += " [{:g}-{:g}]".format(*boot["detectors"])
+                unique += " [{:g}-{:g}]".format(*boot["unique_detectors_total"])
+            significant = ""
+            if "significant_detectors" in c:
+                significance = True
+                significant = f"{c['significant_detectors']} (unique {c['significant_unique_detectors_total']})"
+            rows.append((model_name, layer, str(c["units"]), detectors, unique, significant, per_cat))
+    header = ("model", "layer", "units", "detectors", "unique", "significant", "unique per category")
+    keep = [i for i in range(len(header)) if significance or header[i] != "significant"]
+    rows = [tuple(row[i] for i in keep) for row in rows]
+    header = tuple(header[i] for i in keep)
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for row in [header] + rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if significance:
+        print("significant: detectors whose q-value (Benjamini-Hochberg over the layer's units) "
+              "is at most the FDR; [a-b]: 95% bootstrap interval")
     print(f"results: {out.resolve()}")
     if (out / "index.html").is_file():
         print(f"report:  {(out / 'index.html').resolve()}")

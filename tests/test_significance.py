@@ -295,3 +295,28 @@ def test_plain_runs_keep_their_files_and_fingerprints(tmp_path, broden_dir):
                                   **QUIET)["conv2"]
     assert torch.equal(withnull.intersection, plain.intersection)
     assert withnull.meta["fingerprint"] != plain.meta["fingerprint"]
+
+
+def test_report_shows_q_values_intervals_and_a_significant_filter(tmp_path, broden_dir):
+    from netdissect.report import write_report
+
+    out = tmp_path / "out"
+    dissection = netdissect.dissect(TinyNet(), broden_dir, ["conv2"], out=out, quantile=0.2, null=19,
+                                    bootstrap=20, progress=False, report=False)
+    write_report(dissection, out, progress=False)
+    page = (out / "conv2" / "index.html").read_text()
+    sig = dissection["conv2"].significance()
+    assert '<input id="significant" type="checkbox"> significant only' in page
+    assert page.count('title="95% bootstrap interval"') == 16
+    q = f"q {float(sig.q_value[0]):.3g}"
+    assert q in page
+    counts = dissection["conv2"].counts()
+    assert f"{counts['significant_detectors']} significant at FDR 0.05 (permutation null, 19 draws)" in page
+    data = json.loads(page.split('id="report-data">')[1].split("</script>")[0])
+    assert [u["significant"] for u in sorted(data["units"], key=lambda u: u["unit"])] == sig.significant.tolist()
+    overview = (out / "index.html").read_text()
+    assert ">significant</th>" in overview
+    plain = netdissect.dissect(TinyNet(), broden_dir, ["conv2"], out=tmp_path / "plain", progress=False)
+    assert 'id="significant"' not in (tmp_path / "plain" / "conv2" / "index.html").read_text()
+    assert ">significant</th>" not in (tmp_path / "plain" / "index.html").read_text()
+    assert plain["conv2"].significance() is None

@@ -53,8 +53,15 @@ class LayerLink:
 def headline(view: LayerView) -> str:
     """The one-line result of a layer, as plain text."""
     c = view.counts
-    return (f"{c['detectors']} of {c['units']} units are detectors, covering "
+    text = (f"{c['detectors']} of {c['units']} units are detectors, covering "
             f"{c['distinct_labels']} concepts ({threshold_text(c['iou_threshold'], c['definition'])})")
+    if "bootstrap" in c:
+        text += " [95% interval {:g}-{:g}]".format(*c["bootstrap"]["detectors"])
+    if "significant_detectors" in c:
+        fdr = view.meta.get("settings", {}).get("fdr", 0.05)
+        text += (f"; {c['significant_detectors']} significant at FDR {fdr:g} (permutation null, "
+                 f"{c['null_permutations']} draws)")
+    return text
 
 
 def page_data(view: LayerView) -> dict:
@@ -64,7 +71,7 @@ def page_data(view: LayerView) -> dict:
             "categories": view.categories,
             "units": [{"unit": u.unit, "label": u.label, "category": u.category, "iou": u.iou,
                        "threshold": u.threshold, "others": [list(o) for o in u.others],
-                       "formula": u.formula}
+                       "formula": u.formula, "significant": bool(u.significant)}
                       for u in view.units]}
 
 

@@ -57,6 +57,12 @@ class UnitView:
     formula_text: str = ""  # the formula as explanations.json writes it (raw label names)
     formula_iou: float | None = None
     formula_length: int | None = None
+    # With a null (docs/method.md section 15): p- and q-value, significant detector; with a
+    # bootstrap: the 95% interval of the IoU.  None when the run made neither.
+    p_value: float | None = None
+    q_value: float | None = None
+    significant: bool | None = None
+    iou_interval: tuple[float, float] | None = None
 
 
 @dataclass
@@ -94,6 +100,7 @@ def layer_view(result: LayerResult, image_names: list[str] | None = None,
 
     categories = list(result.labels.categories)
     counts = result.counts()
+    significance = result.significance()
     units = []
     concepts: dict[str, dict[int, list]] = {c: {} for c in categories}  # label number -> [name, units]
     for u, threshold, top_rows in zip(result.labelled_units(), result.thresholds.tolist(),
@@ -105,7 +112,8 @@ def layer_view(result: LayerResult, image_names: list[str] | None = None,
         units.append(UnitView(
             unit=u.unit, label=display_label(u.label) if u.label else "", category=u.category,
             iou=u.score, threshold=float(threshold), detector=u.detector, others=others,
-            top_images=[image_names[i] for i in rows] if image_names else [f"row {i}" for i in rows]))
+            top_images=[image_names[i] for i in rows] if image_names else [f"row {i}" for i in rows],
+            **_significance_fields(significance, u.unit)))
         # a bar per concept (label number, as unique detectors count them): the units whose
         # best label of that category it is, with IoU >= the threshold
         for number, (c, (name, iou)) in zip(u.best_numbers, u.best.items()):
@@ -115,6 +123,17 @@ def layer_view(result: LayerResult, image_names: list[str] | None = None,
                       key=lambda b: (-b[1], b[0])) for c, found in concepts.items()}
     return LayerView(layer=result.layer, folder=layer_folder_name(result.layer), counts=counts,
                      units=units, categories=categories, concepts=bars, meta=result.meta)
+
+
+def _significance_fields(significance, unit: int) -> dict:
+    """The UnitView fields of `unit` from a `significance.Significance` (or None)."""
+    if significance is None:
+        return {}
+    fields = significance.unit_fields(unit)
+    interval = fields.get("score_interval")
+    return {"p_value": fields.get("p_value"), "q_value": fields.get("q_value"),
+            "significant": fields.get("significant"),
+            "iou_interval": tuple(interval) if interval else None}
 
 
 OPERATORS = {"or": "OR", "and": "AND"}

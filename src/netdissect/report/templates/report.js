@@ -8,6 +8,7 @@
   var sortBy = document.getElementById("sort"), category = document.getElementById("category");
   var minIou = document.getElementById("min-iou"), search = document.getElementById("search");
   var shown = document.getElementById("shown");
+  var significantOnly = document.getElementById("significant");  // only with a null
   function emptyLast(a, b) { return (a === "" ? 1 : 0) - (b === "" ? 1 : 0); }
   var orders = {
     iou: function (a, b) { return b.iou - a.iou || a.unit - b.unit; },
@@ -32,6 +33,7 @@
     cards.forEach(function (card) {
       var u = record(card);
       var ok = (cat === "" || u.category === cat) && u.iou >= min &&
+               (!significantOnly || !significantOnly.checked || u.significant) &&
                (query === "" || u.label.toLowerCase().indexOf(query) >= 0 ||
                 (u.formula || "").toLowerCase().indexOf(query) >= 0 ||
                 u.others.some(function (o) { return o[1].toLowerCase().indexOf(query) >= 0; }));
@@ -45,11 +47,15 @@
     var target = id ? document.getElementById(id) : null;
     if (!target || !target.classList.contains("card")) return;
     if (target.hidden) {
-      category.value = ""; minIou.value = "0"; search.value = ""; apply();
+      category.value = ""; minIou.value = "0"; search.value = "";
+      if (significantOnly) significantOnly.checked = false;
+      apply();
     }
     target.scrollIntoView({block: "start"});
   }
-  [sortBy, category].forEach(function (el) { el.addEventListener("change", apply); });
+  [sortBy, category, significantOnly].forEach(function (el) {
+    if (el) el.addEventListener("change", apply);
+  });
   [minIou, search].forEach(function (el) { el.addEventListener("input", apply); });
   window.addEventListener("hashchange", reveal);
   apply();

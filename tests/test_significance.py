@@ -137,6 +137,8 @@ def test_random_labels_give_few_significant_detectors_though_the_rule_finds_many
     detectors = significant = units = 0
     for layer in ("conv1", "conv2"):
         counts = result[layer].counts()
+        mean, low, high = counts["shuffled_labels"]["detectors"]
+        assert low - 2 <= counts["detectors"] <= high + 2  # as many as with shuffled labels
         detectors += counts["detectors"]
         significant += counts["significant_detectors"]
         units += counts["units"]
@@ -315,7 +317,7 @@ def test_report_shows_q_values_intervals_and_a_significant_filter(tmp_path, brod
     data = json.loads(page.split('id="report-data">')[1].split("</script>")[0])
     assert [u["significant"] for u in sorted(data["units"], key=lambda u: u["unit"])] == sig.significant.tolist()
     overview = (out / "index.html").read_text()
-    assert ">significant</th>" in overview
+    assert ">significant</th>" in overview and ">shuffled labels</th>" in overview
     plain = netdissect.dissect(TinyNet(), broden_dir, ["conv2"], out=tmp_path / "plain", progress=False)
     assert 'id="significant"' not in (tmp_path / "plain" / "conv2" / "index.html").read_text()
     assert ">significant</th>" not in (tmp_path / "plain" / "index.html").read_text()

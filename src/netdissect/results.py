@@ -358,7 +358,7 @@ class LayerResult:
 _DERIVED = {"layer", "units", "detectors", "distinct_labels", "unique_detectors",
             "unique_detectors_total", "iou_threshold", "definition", "null_permutations",
             "significant_detectors", "significant_unique_detectors",
-            "significant_unique_detectors_total", "bootstrap"}
+            "significant_unique_detectors_total", "bootstrap", "shuffled_labels"}
 
 
 def layer_folder_name(layer: str) -> str:

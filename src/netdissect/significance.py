@@ -11,6 +11,8 @@ one layer (`results.LayerResult`):
     significant         a detector (IoU threshold) whose q-value is <= the FDR
     95% intervals       percentiles 2.5 and 97.5 over the replicates of each unit's best IoU,
                         and of the layer's detector and unique-detector counts
+    shuffled labels     the layer's detector and unique-detector counts in each draw of the
+                        null: the baseline of a probe whose labels say nothing about the images
 
 Everything works on stacks of tallies (a leading replicate dimension), with the same IoU and
 best-label rules as the plain result (`results.iou_table`, `results.best_per_category_table`).
@@ -72,7 +74,7 @@ class Significance:
         self.score = best_iou.max(dim=1).values  # (K,)
         self.detector = reaches_threshold(self.score, iou_threshold, definition)
         if self.has_null:
-            null_best = self._best_stack("null", extra["null_intersection"], truth=None)[1]  # (N, K, C)
+            null_label, null_best = self._best_stack("null", extra["null_intersection"], truth=None)  # (N, K, C)
             self.p_value = permutation_p_values(self.score, null_best.max(dim=2).values)
             self.q_value = benjamini_hochberg(self.p_value)
             self.category_p_value = permutation_p_values(self.best_iou, null_best)  # (K, C)
@@ -81,9 +83,14 @@ class Significance:
             category_significant = (reaches_threshold(best_iou, iou_threshold, definition)
                                     & (self.category_q_value <= fdr))
             self.significant_unique = _unique_counts(best_label[None], category_significant[None])[0]
+            # The layer under shuffled labels: its counts in each draw of the null.
+            self.shuffled = {
+                "detectors": reaches_threshold(null_best.max(dim=2).values, iou_threshold, definition).sum(1),
+                "unique_detectors_total": _unique_counts(
+                    null_label, reaches_threshold(null_best, iou_threshold, definition)).sum(1)}
         else:
             self.p_value = self.q_value = self.category_p_value = self.significant = None
-            self.significant_unique = None
+            self.significant_unique = self.shuffled = None
         if self.has_bootstrap:
             boot_label, boot_iou = self._best_stack("boot", extra["boot_intersection"], extra["boot_truth"])
             boot_score = boot_iou.max(dim=2).values  # (R, K)
@@ -137,7 +144,8 @@ class Significance:
             out |= {"null_permutations": int(self.result.resampled["null_intersection"].shape[0]),
                     "significant_detectors": int(self.significant.sum()),
                     "significant_unique_detectors": {c: int(v) for c, v in zip(names, self.significant_unique)},
-                    "significant_unique_detectors_total": int(self.significant_unique.sum())}
+                    "significant_unique_detectors_total": int(self.significant_unique.sum()),
+                    "shuffled_labels": {name: _mean_and_interval(v) for name, v in self.shuffled.items()}}
         if self.has_bootstrap:
             out["bootstrap"] = {
                 "replicates": int(self.result.resampled["boot_intersection"].shape[0]),
@@ -146,6 +154,13 @@ class Significance:
                 "unique_detectors": {c: [float(v) for v in iv] for c, iv in zip(names, self.unique_interval)},
                 "unique_detectors_total": [float(v) for v in self.unique_total_interval]}
         return out
+
+
+def _mean_and_interval(values: torch.Tensor) -> list[float]:
+    """[mean, 2.5th percentile, 97.5th percentile] of counts, for summary.json."""
+    values = values.double()
+    low, high = torch.quantile(values, torch.tensor(INTERVAL, dtype=torch.float64)).tolist()
+    return [round(float(values.mean()), 4), low, high]
 
 
 def _unique_counts(best_label: torch.Tensor, passes: torch.Tensor) -> torch.Tensor:

@@ -322,3 +322,31 @@ def test_report_shows_q_values_intervals_and_a_significant_filter(tmp_path, brod
     assert 'id="significant"' not in (tmp_path / "plain" / "conv2" / "index.html").read_text()
     assert ">significant</th>" not in (tmp_path / "plain" / "index.html").read_text()
     assert plain["conv2"].significance() is None
+
+
+def test_rotate_and_compare_carry_the_significance_columns(tmp_path, broden_dir):
+    from netdissect.experiments import compare, read_record
+    from netdissect.experiments.compare import write_comparison
+
+    out = tmp_path / "rot"
+    assert main(["rotate", "--dataset", str(broden_dir), "--model", "conftest:tiny_net",
+                 "--layer", "conv2", "--powers", "0,1", "--out", str(out), "--quantile", "0.2",
+                 "--null", "9", "--bootstrap", "10", "--quiet"]) == 0
+    summary = json.loads((out / "rotate.json").read_text())
+    with open(out / "rotate.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row, power in zip(rows, summary["powers"]):
+        assert int(row["significant_detectors"]) == power["significant_detectors"]
+        assert float(row["detectors_low"]) == power["bootstrap"]["detectors"][0]
+        assert float(row["shuffled_labels_detectors"]) == power["shuffled_labels"]["detectors"][0]
+    assert "significant: a=0:" in read_record(out).summary
+    # compare two dissections (here: the unrotated and the rotated views) with their intervals
+    plain = netdissect.dissect(TinyNet(), broden_dir, ["conv2"], out=tmp_path / "a", quantile=0.2,
+                               null=9, bootstrap=10, **QUIET)
+    comparison = compare([tmp_path / "a", tmp_path / "a"])
+    write_comparison(comparison, tmp_path / "cmp")
+    with open(tmp_path / "cmp" / "counts.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    counts = plain["conv2"].counts()
+    assert int(row["significant_unique_detectors_total"]) == counts["significant_unique_detectors_total"]
+    assert float(row["unique_detectors_total_high"]) == counts["bootstrap"]["unique_detectors_total"][1]

@@ -21,7 +21,7 @@ from pathlib import Path
 from netdissect.engine.settings import check_iou_threshold
 from netdissect.errors import SettingsError
 from netdissect.experiments.record import ExperimentRecord, write_record
-from netdissect.experiments.summary import unique_detectors_figure
+from netdissect.experiments.summary import count_columns, unique_detectors_figure
 from netdissect.files import atomic_write_json, write_csv
 from netdissect.results import Dissection, LayerResult
 
@@ -174,10 +174,8 @@ def write_comparison(comparison: Comparison, out: str | os.PathLike) -> Experime
     atomic_write_json(out / "compare.json", {
         "layer": comparison.layer, "runs": counts, "unit_status": comparison.status_counts(),
         "category_changes": {"from": first, "to": last, "categories": names, "matrix": matrix}})
-    write_csv(out / "counts.csv", [
-        {"run": c["run"], "step": c["step"], "units": c["units"], "detectors": c["detectors"],
-         "unique_detectors_total": c["unique_detectors_total"],
-         **{f"unique_{k}": v for k, v in c["unique_detectors"].items()}} for c in counts])
+    write_csv(out / "counts.csv", [{"run": c["run"], "step": c["step"], **count_columns(c)}
+                                   for c in counts])
     write_csv(out / "units.csv", comparison.unit_rows())
     write_csv(out / "changes.csv", [{f"{first} \\ {last}": n, **dict(zip(names, row))}
                                     for n, row in zip(names, matrix)])

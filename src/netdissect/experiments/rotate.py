@@ -22,7 +22,7 @@ from torch import nn
 
 from netdissect.errors import LayerError, SettingsError
 from netdissect.experiments.record import ExperimentRecord, write_record
-from netdissect.experiments.summary import unique_detectors_figure
+from netdissect.experiments.summary import count_columns, unique_detectors_figure
 from netdissect.files import atomic_torch_save, atomic_write_json, write_csv
 from netdissect.models.probe import Probe
 
@@ -144,14 +144,14 @@ class RotationResult:
 
     def rows(self) -> list[dict]:
         """One CSV row per power: detectors, unique detectors per category and in total."""
-        return [{"a": a, "units": c["units"], "detectors": c["detectors"],
-                 "unique_detectors_total": c["unique_detectors_total"],
-                 **{f"unique_{cat}": n for cat, n in c["unique_detectors"].items()}}
-                for a, c in zip(self.powers, self.counts)]
+        return [{"a": a, **count_columns(c)} for a, c in zip(self.powers, self.counts)]
 
     def summary(self) -> str:
         order = sorted(zip(self.powers, self.counts), key=lambda p: p[0])
         text = ", ".join(f"a={a:g}: {c['unique_detectors_total']}" for a, c in order)
+        if all("significant_unique_detectors_total" in c for _, c in order):
+            text += "; significant: " + ", ".join(f"a={a:g}: {c['significant_unique_detectors_total']}"
+                                                  for a, c in order)
         return f"Unique detectors by rotation power ({text}); seed {self.seed}."
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -56,9 +57,17 @@ def main() -> None:
     truth = ensure_toyworld(out / "truth", images=args.images, seed=args.seed)
     figures["generate_seconds"] = round(time.perf_counter() - start, 1)
 
+    # The toy world keeps its label PNGs beside the images: segment the JPEG images only, under
+    # the same relative names (rows of the two folders are matched by name).
+    photos = out / "photos"
+    for image in sorted((truth / "images").rglob("*.jpg")):
+        target = photos / image.relative_to(truth / "images")
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(image, target)
     start = time.perf_counter()
     segmented = out / "segmented"
-    segment_images(truth / "images", "toyworld", segmented, colors=True, batch_size=args.batch_size)
+    segment_images(photos, "toyworld", segmented, colors=True, batch_size=args.batch_size)
     figures["segment_seconds"] = round(time.perf_counter() - start, 1)
 
     scores = segmentation_iou(truth, segmented, CATEGORIES)

@@ -49,10 +49,15 @@ def test_roles_decide_the_fingerprint_the_state_key_and_the_summary():
     def components(s):
         return fingerprint_components(s, "data", ["object"], "weights", pre, "files")
 
-    changes = {"quantile": 0.01, "top_k": 3, "skip_bad": True}
-    assert {f.name for f in setting_fields("numbers")} == {*changes, "categories"}
+    changes = {"quantile": 0.01, "top_k": 3, "skip_bad": True, "null": 10, "bootstrap": 5}
+    assert {f.name for f in setting_fields("numbers")} == {*changes, "categories", "resample_seed"}
     for name, value in changes.items():  # each changes the fingerprint
         assert components(dataclasses.replace(base, **{name: value})) != components(base), name
+    # the resampling seed matters only when there is a null or a bootstrap to seed
+    assert components(dataclasses.replace(base, resample_seed=3)) == components(base)
+    with_null = dataclasses.replace(base, null=10)
+    assert components(dataclasses.replace(with_null, resample_seed=3)) != components(with_null)
+    assert components(dataclasses.replace(with_null, fdr=0.1)) == components(with_null)
     # the categories recorded are those the dataset selected, whatever was asked
     assert components(dataclasses.replace(base, categories=["object"]))["categories"] == ["object"]
     for name, value in (("iou_threshold", 0.1), ("definition", "lite"), ("workers", 3)):

@@ -109,7 +109,7 @@ class IoUTally:
             self.boot_images += weights.sum(1)
         for b, k, mask in unit_masks(activations, thresholds, (sh, sw), device):
             i, p = torch.nonzero(mask, as_tuple=True)  # the mask pixels
-            where = (i, p, len(b), b, k)
+            where = (i, i * len(labels.rows), p, len(b), b, k)  # shared by every draw of the null
             self._add(self.intersection, self.activation, *self._count(where, b, labels), k)
             if weights is not None:
                 self._add_weighted(*self._count(where, b, labels), k, weights[:, b])
@@ -143,11 +143,11 @@ class IoUTally:
         image source[j] of the batch (source = b for the data as it is): per map and label
         set, its pixels there, then each set's labels.  Returns (map, position k*L + label,
         count) of I's entries and the (maps, C) contribution to A of each definition."""
-        i, p, n, b, k = where
+        i, i_key, p, n, b, k = where
         C, L, S = self.num_categories, self.num_labels, len(labels.rows)
         mask_count = torch.bincount(i, minlength=n)  # much faster than summing a boolean tensor
         # Mask pixels per (map, label set): a histogram, or a sort when it would be too large.
-        key = i * S + labels.inverse[source[i] * labels.pixels + p]
+        key = i_key + labels.inverse[(source * labels.pixels)[i] + p]
         if n * S <= HISTOGRAM_BINS:
             histogram = torch.bincount(key, minlength=n * S)
             key = torch.nonzero(histogram).flatten()

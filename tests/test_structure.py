@@ -58,6 +58,9 @@ def test_roles_decide_the_fingerprint_the_state_key_and_the_summary():
     with_null = dataclasses.replace(base, null=10)
     assert components(dataclasses.replace(with_null, resample_seed=3)) != components(with_null)
     assert components(dataclasses.replace(with_null, fdr=0.1)) == components(with_null)
+    # the null's permutations are drawn within batches: with a null, the batch size counts
+    assert components(dataclasses.replace(with_null, batch_size=8)) != components(with_null)
+    assert components(dataclasses.replace(base, batch_size=8)) == components(base)
     # the categories recorded are those the dataset selected, whatever was asked
     assert components(dataclasses.replace(base, categories=["object"]))["categories"] == ["object"]
     for name, value in (("iou_threshold", 0.1), ("definition", "lite"), ("workers", 3)):

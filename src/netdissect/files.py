@@ -148,12 +148,26 @@ def save_figure(fig, stem: str | os.PathLike, dpi: int = FIGURE_DPI) -> list[Pat
     return paths
 
 
-def confined(root: str | os.PathLike, relative: str) -> Path:
+def confined(root: str | os.PathLike, relative: str, resolved: dict[str, str] | None = None) -> Path:
     """`root / relative`, or ValueError when `relative` is absolute or leads out of `root`
     (through `..` or a symbolic link).  Callers turn the error into their own, naming the file
-    and row the path came from."""
+    and row the path came from.  `resolved`: a dict the caller keeps while it checks many
+    paths, to resolve each folder (and the root) once rather than once per file."""
     root = Path(root)
-    target = (root / relative).resolve()
-    if os.path.isabs(relative) or not target.is_relative_to(root.resolve()):
+    if os.path.isabs(relative):
+        raise ValueError(f"path {relative!r} leaves {root}; refusing to read it.")
+    resolved = {} if resolved is None else resolved
+
+    def real(path: str) -> str:
+        if path not in resolved:
+            resolved[path] = os.path.realpath(path)
+        return resolved[path]
+
+    folder, name = os.path.split(os.path.join(os.fspath(root), relative))
+    target = os.path.join(real(folder), name)
+    if name in ("", ".", "..") or os.path.islink(target):
+        target = os.path.realpath(target)
+    real_root = real(os.fspath(root))
+    if os.path.commonpath([real_root, target]) != real_root:
         raise ValueError(f"path {relative!r} leaves {root}; refusing to read it.")
     return root / relative

@@ -167,6 +167,7 @@ class Broden:
                               "(category.csv lists it).")
         self.rows: list[IndexRow] = []
         self._all_files: list[str] = []
+        self._resolved: dict[str, str] = {}  # folders resolved once while the paths are checked
         indexed = [c for c in self.all_categories if c in col]
         label_size: tuple[int, int] | None = None
         for i, r in enumerate(rows, start=2):
@@ -204,6 +205,7 @@ class Broden:
                         row.planes.append(self._confined(item, path, i))
                         self._all_files.append(row.planes[-1])
             self.rows.append(row)
+        self._resolved.clear()
         if not self.rows:
             raise BrodenError(f"{path}: no image rows. Point --dataset at a populated Broden folder.")
         self.label_size = label_size
@@ -211,7 +213,7 @@ class Broden:
     def _confined(self, relative: str, path: Path, row: int) -> str:
         """Return `relative` if it names a file inside images/, else raise BrodenError."""
         try:
-            confined(self.images_dir, relative)
+            confined(self.images_dir, relative, self._resolved)
         except ValueError:
             raise BrodenError(f"{path}, row {row}: path {relative!r} leaves the dataset's "
                               "images/ folder; refusing to read it.") from None

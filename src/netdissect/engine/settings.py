@@ -148,6 +148,8 @@ def fingerprint_components(settings: Settings, dataset_fingerprint: str, categor
     if not settings.null and not settings.bootstrap:  # fingerprints of plain runs stay as they were
         for name in RESAMPLING:
             del values[name]
+    if settings.null:  # the null permutes images within batches: the batches decide its draws
+        values["batch_size"] = settings.batch_size
     if settings.upsampled_thresholds:  # the only part of the definition that decides numbers
         values["thresholds"] = "upsampled"
     return {"dataset": dataset_fingerprint, "dataset_files": dataset_files,

@@ -107,6 +107,30 @@ def test_path_escaping_the_dataset_is_refused(data):
         netdissect.load_broden(data)
 
 
+def test_symbolic_links_out_of_the_dataset_are_refused(data, tmp_path):
+    """A file or a folder inside images/ that links outside is refused; `..` is resolved
+    after the links, as the file system does; links that stay inside are fine."""
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    good = rows(data)[1][0]
+    (outside / "sub" / "x.jpg").write_bytes((data / "images" / good).read_bytes())
+    images = data / "images"
+    (images / "leak.jpg").symlink_to(outside / "sub" / "x.jpg")
+    (images / "leakdir").symlink_to(outside / "sub")
+    (images / "inner.jpg").symlink_to(images / good)
+    for path in ("leak.jpg", "leakdir/x.jpg", "leakdir/../sub/x.jpg"):
+        table = rows(data)
+        table[1][0] = path
+        write_rows(data, table)
+        with pytest.raises(BrodenError, match=rf"row 2: path '{path}' leaves the dataset"):
+            netdissect.load_broden(data)
+    for path in ("inner.jpg", f"leakdir/../../{data.name}/images/{good}"):
+        table = rows(data)
+        table[1][0] = path
+        write_rows(data, table)
+        assert netdissect.load_broden(data).rows[0].image == path
+
+
 def test_empty_dataset(data):
     write_rows(data, rows(data)[:1])
     with pytest.raises(BrodenError, match=r"index\.csv: no image rows"):

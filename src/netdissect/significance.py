@@ -28,7 +28,7 @@ __all__ = ["benjamini_hochberg", "permutation_p_values", "Significance", "INTERV
 #: The percentiles of the bootstrap intervals.
 INTERVAL = (0.025, 0.975)
 # Work on at most this many IoU values at once (replicates are taken in chunks).
-_CHUNK = 1 << 25
+_CHUNK = 1 << 23  # float64 values: 64 MB per temporary table
 
 
 def permutation_p_values(observed: torch.Tensor, null: torch.Tensor) -> torch.Tensor:

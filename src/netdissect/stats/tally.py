@@ -110,9 +110,10 @@ class IoUTally:
         for b, k, mask in unit_masks(activations, thresholds, (sh, sw), device):
             i, p = torch.nonzero(mask, as_tuple=True)  # the mask pixels
             where = (i, i * len(labels.rows), p, len(b), b, k)  # shared by every draw of the null
-            self._add(self.intersection, self.activation, *self._count(where, b, labels), k)
+            observed = self._count(where, b, labels)
+            self._add(self.intersection, self.activation, *observed, k)
             if weights is not None:
-                self._add_weighted(*self._count(where, b, labels), k, weights[:, b])
+                self._add_weighted(*observed, k, weights[:, b])
             for n in range(self.null):  # the same masks against other images' labels
                 self._add(self.null_intersection[n], {d: a[n] for d, a in self.null_activation.items()},
                           *self._count(where, permutations[n][b], labels), k)

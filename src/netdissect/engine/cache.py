@@ -4,8 +4,11 @@ Pass 2 needs every layer output again.  Writing them to disk in pass 1 and readi
 is cheaper than running the model again when the model is slow for its output size; `decide`
 measures that on the first batch.  The decoded label planes and image-level labels go to the
 cache too (`LabelLayout`), so pass 2 reads no file of the dataset at all: each label PNG is
-decoded once.  One file per stream (a layer, the planes, the image labels), in batch order; a
-saved state records how many bytes each file held, so a resumed run cuts the files back to it.
+decoded once.  When the layer outputs are not worth caching (too large, or the model is
+faster than the disk) the labels alone are, if they fit: pass 2 then runs the model on the
+images but still decodes no label file.  One file per stream (a layer, the planes, the image
+labels), in batch order; a saved state records how many bytes each file held, so a resumed
+run cuts the files back to it.
 """
 from __future__ import annotations
 
@@ -60,6 +63,7 @@ class ActivationCache:
                  labels: LabelLayout | None = None):
         self.folder = folder
         self.labels = labels
+        self.layers = list(layers)  # [] for a cache of the labels alone
         folder.mkdir(parents=True, exist_ok=True)
         streams = _streams(folder, layers, labels)
         self.paths = {name: path for name, (path, _) in streams.items()}
@@ -68,6 +72,11 @@ class ActivationCache:
             with open(path, "ab") as f:
                 f.truncate((sizes or {}).get(name, 0))
         self.files = {name: open(path, "ab") for name, path in self.paths.items()}
+
+    @property
+    def holds_activations(self) -> bool:
+        """Whether the layer outputs are cached (else only the labels are)."""
+        return bool(self.layers)
 
     def write(self, name: str, acts: torch.Tensor) -> None:
         data = acts.detach().cpu().contiguous().numpy().astype(self.dtypes[name], copy=False)
@@ -106,7 +115,10 @@ class ActivationCache:
     def reopen(folder: Path, layers: list[str], sizes: dict[str, int] | None,
                labels: LabelLayout | None = None) -> "ActivationCache | None":
         """The cache of an interrupted run, cut back to its saved state; None if it is gone
-        (or was written without the label streams)."""
+        (or was written without the label streams).  A cache of the labels alone records no
+        layer stream."""
+        if sizes is not None and not any(name in sizes for name in layers):
+            layers = []
         streams = _streams(folder, layers, labels)
         if sizes is None or set(sizes) != set(streams) or any(
                 not path.is_file() or path.stat().st_size < sizes[name]
@@ -160,21 +172,26 @@ def decide(outputs: dict[str, torch.Tensor], images: int, limit_gb: float, folde
     """A cache for pass 2 when it fits `limit_gb` and the disk, and (policy "auto") when
     writing and reading it back is faster than running the model again: `forward()` runs the
     model once more on the first batch (`outputs`, after the warm-up of its first pass) to
-    time it.  Policy "always" skips the timing, "never" caches nothing.  `images` is the
-    number of images this process will cache; `labels` their label streams' layout."""
+    time it.  When the layer outputs are not cached, a cache of the labels alone (if they
+    fit).  Policy "always" skips the timing, "never" caches nothing.  `images` is the number
+    of images this process will cache; `labels` their label streams' layout."""
+    if policy == "never":
+        return None
     batch = next(iter(outputs.values())).shape[0]
     per_image = sum(int(np.prod(a.shape[1:])) for a in outputs.values()) * 4
-    needed = (per_image + (labels.bytes_per_image() if labels else 0)) * images
-    if policy == "never" or needed > limit_gb * 2**30:
-        return None
-    if policy == "auto":
+    label_bytes = (labels.bytes_per_image() if labels else 0) * images
+    cached = layers if (per_image * images + label_bytes) <= limit_gb * 2**30 else []
+    if cached and policy == "auto":
         start = time.perf_counter()
         forward()
         if per_image / CACHE_BYTES_PER_SECOND > (time.perf_counter() - start) / batch:
-            return None
+            cached = []
+    if not cached and (labels is None or label_bytes > limit_gb * 2**30):
+        return None
+    needed = per_image * images * bool(cached) + label_bytes
     folder = folder or Path(tempfile.mkdtemp(prefix="netdissect-cache-"))
     folder.mkdir(parents=True, exist_ok=True)
     if needed * 1.2 > shutil.disk_usage(folder).free:
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    return ActivationCache(folder, layers, labels=labels)
+    return ActivationCache(folder, cached, labels=labels)

@@ -6,8 +6,9 @@ label planes are decoded too, so a bad file is found (and, with `skip_bad`, set 
 any tallying.  Between the passes the shares of all processes are merged: thresholds T_k and
 the top images come from every image.  Pass 2 (tally) thresholds each map with T_k and counts
 I, A and G, and keeps the maps of the top images; its outputs and label maps come from the
-activation cache when pass 1 wrote one (no dataset file is read again), else from running
-the probe again on the images and decoding the labels again.
+activation cache when pass 1 wrote one (no dataset file is read again); when only the labels
+were cached (the outputs too large, or the model faster than the disk), the probe runs again
+on the images; without a cache it also decodes the labels again.
 
 With the pnas definition the thresholds are quantiles of the upsampled maps, found by radix
 selection (stats/upsampled_quantile.py): two threshold passes run between pass 1 and the
@@ -202,7 +203,7 @@ class Passes:
                         for name, acts in outputs.items():
                             self._check_finite(name, acts, index)
                             self.stats[name].observe(acts, index)
-                            if cache is not None:
+                            if cache is not None and cache.holds_activations:
                                 cache.write(name, acts)
                         if cache is not None:
                             cache.write_labels(batch["planes"], batch["image_labels"])
@@ -233,7 +234,8 @@ class Passes:
         total = sum(len(b) for b in batches)
         while (left := max((s.threshold_rounds_left for s in self.stats.values()), default=0)):
             number = self.pass_count - left
-            if cache is not None:
+            cached = cache is not None and cache.holds_activations
+            if cached:
                 for name in self.stats:
                     cache.seek(name, 0)
                 source = ({"index": torch.tensor(rows), "bad": []} for rows in batches)
@@ -242,7 +244,7 @@ class Passes:
             with self._bar(total, 0, f"pass {number}/{self.pass_count}: thresholds") as bar:
                 for batch in source:
                     index = batch["index"]
-                    if cache is not None:
+                    if cached:
                         outputs = {name: cache.read(name, s.shape, len(index)).to(self.device)
                                    for name, s in self.stats.items()}
                     else:
@@ -265,15 +267,21 @@ class Passes:
     def _tally_pass(self, cache, batches: list[list[int]], state: dict | None) -> None:
         done = state["done"] if state is not None else 0
         start = time.perf_counter() - self.timings.get("tally", 0.0)
+        cached = cache is not None and cache.holds_activations  # else the model runs again
         if cache is not None:
             skipped = sum(len(b) for b in batches[:done])
             for name, s in self.stats.items():
-                cache.seek(name, skipped * int(np.prod(s.shape)))
+                if cached:
+                    cache.seek(name, skipped * int(np.prod(s.shape)))
             cache.seek_images(skipped)
         total = sum(len(b) for b in batches)
-        self.pass2_source = "cache" if cache is not None else "model"
-        source = self._cached_labels(cache, batches[done:]) if cache is not None \
-            else self._loader(True, batches[done:])
+        self.pass2_source = "cache" if cached else "model"
+        if cache is None:
+            source = self._loader(True, batches[done:])
+        elif cached:
+            source = self._cached_labels(cache, batches[done:])
+        else:  # the images for the model, the labels from the cache
+            source = self._with_cached_labels(self._loader(True, batches[done:], labels=False), cache)
         with self._bar(total, sum(len(b) for b in batches[:done]),
                        f"pass {self.pass_count}/{self.pass_count}: tally") as bar:
             for number, batch in enumerate(source, start=done):
@@ -281,7 +289,7 @@ class Passes:
                     raise BrodenError(f"{batch['bad'][0][1]} (it was readable in pass 1; is the "
                                       "dataset changing during the run?)")
                 index = batch["index"]
-                if cache is not None:
+                if cached:
                     outputs = {name: cache.read(name, self.stats[name].shape, len(index)).to(self.device)
                                for name in self.probe.layers}
                 else:
@@ -308,6 +316,13 @@ class Passes:
             planes, image_labels = cache.read_labels(len(rows))
             yield {"index": torch.tensor(rows, dtype=torch.int64), "bad": [], "planes": planes,
                    "image_labels": image_labels}
+
+    @staticmethod
+    def _with_cached_labels(loader, cache):
+        """The loader's batches (images only) with the label maps pass 1 cached."""
+        for batch in loader:
+            batch["planes"], batch["image_labels"] = cache.read_labels(len(batch["index"]))
+            yield batch
 
     def _loader(self, images: bool, batches: list[list[int]], labels: bool = True):
         dataset = BrodenImages(self.broden, images=images, labels=labels,

@@ -15,13 +15,13 @@ one layer (`results.LayerResult`):
                         null: the baseline of a probe whose labels say nothing about the images
 
 Everything works on stacks of tallies (a leading replicate dimension), with the same IoU and
-best-label rules as the plain result (`results.iou_table`, `results.best_per_category_table`).
+best-label rules as the plain result (`scoring`).
 """
 from __future__ import annotations
 
 import torch
 
-from netdissect.results import best_per_category_table, iou_table, reaches_threshold
+from netdissect.scoring import best_per_category_table, iou_table, reaches_threshold
 
 __all__ = ["benjamini_hochberg", "permutation_p_values", "Significance", "INTERVAL"]
 

@@ -3,8 +3,9 @@ image by image.
 
 Both the permutation null and the Poisson bootstrap draw their randomness from a hash of
 (seed, stream, draw, dataset row) rather than from a generator advanced batch after batch, so
-the draws of an image do not depend on how the data is split (batches, processes, resumed
-runs): any split gives the same counts.
+a resumed run draws the same, and an image's bootstrap weights do not depend on how the data
+is split (batches, processes).  The null permutes the images of one batch, so its draws
+depend on which images share a batch.
 
     image_permutations(rows, draws, seed)  (N, B): for draw n, image j is paired with the
                                            labels of image perm[n, j] of the same batch

@@ -145,3 +145,27 @@ def test_opens_from_disk(browser, served, tmp_path):
     assert page.locator("img.strip").first.evaluate("i => i.decode().then(() => i.naturalWidth)") > 0
     assert problems == []
     page.close()
+
+
+def test_significant_only_filter_in_chromium(browser, tmp_path):
+    """A layer dissected with a null (a planted detector among noise units): the checkbox
+    keeps exactly the significant detectors, and clearing it brings every card back."""
+    import netdissect
+    from test_significance import _Planted, _planted_broden
+
+    data = _planted_broden(tmp_path / "planted")
+    out = tmp_path / "out"
+    result = netdissect.dissect(_Planted(), data, ["layer"], out=out, quantile=0.3, null=199,
+                                categories=["object"], progress=False)["layer"]
+    significant = sorted(int(u) for u in result.significance().significant.nonzero().flatten())
+    assert 0 in significant and len(significant) < 8  # the planted unit, not every unit
+    page, problems = open_page(browser, (out / "layer" / "index.html").as_uri())
+    assert page.locator("article.card").count() == 8
+    page.check("#significant")
+    shown = sorted(page.eval_on_selector_all("article.card:not([hidden])", "cs => cs.map(c => +c.dataset.unit)"))
+    assert shown == significant
+    assert page.inner_text("#shown") == f"{len(significant)} of 8 units shown"
+    page.uncheck("#significant")
+    assert page.locator("article.card:not([hidden])").count() == 8
+    assert problems == []
+    page.close()

@@ -30,6 +30,7 @@ from netdissect.errors import SettingsError
 from netdissect.files import atomic_torch_save, atomic_write_json
 from netdissect.models.demo_cnn import LAYERS, WIDTHS, DemoCNN
 from netdissect.models.preprocess import Preprocess
+from netdissect.training import train_epochs
 
 __all__ = ["train_demo", "scene_classes", "load_scene_images", "accuracy", "normalize"]
 
@@ -119,31 +120,12 @@ def train_demo(dataset_dir: str | os.PathLike, out_path: str | os.PathLike, seed
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
                                                        pct_start=0.15)
         crop = min(crop, train_x.shape[-1], train_x.shape[-2])
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=steps, desc="train demo CNN", unit="batch")
-        history = []
-        for epoch in range(epochs):
-            model.train()
-            order = torch.randperm(len(train_x), generator=generator)
-            total, seen = 0.0, 0
-            for b in range(0, len(order), batch_size):
-                idx = order[b:b + batch_size]
-                x = normalize(_random_crops(train_x[idx], crop, generator))
-                loss = nn.functional.cross_entropy(model(x), train_y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += loss.item() * len(idx)
-                seen += len(idx)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")
-            history.append(round(total / seen, 4))
-        if bar is not None:
-            bar.close()
+        def loss_of(idx: torch.Tensor) -> torch.Tensor:
+            x = normalize(_random_crops(train_x[idx], crop, generator))
+            return nn.functional.cross_entropy(model(x), train_y[idx])
+
+        history = train_epochs(model, len(train_x), epochs, batch_size, loss_of, optimizer,
+                               schedule, generator, desc="train demo CNN", progress=progress)
         train_acc = accuracy(model, train_x, train_y)
         val_acc = accuracy(model, val_x, val_y) if len(val_x) else float("nan")
         manifest_path = root / "toyworld.json"

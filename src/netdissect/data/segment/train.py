@@ -31,6 +31,7 @@ from netdissect.data.segment.toyworld import (HEAD_CLASSES, HEADS, PLANES, WIDTH
                                               label_planes, segmenter_labels)
 from netdissect.errors import SettingsError
 from netdissect.files import atomic_torch_save, atomic_write_json
+from netdissect.training import train_epochs
 
 __all__ = ["train_segmenter", "render_set", "evaluate_segmenter", "CATEGORY_PLANES"]
 
@@ -200,41 +201,22 @@ def train_segmenter(out: str | os.PathLike, images: int = 4000, seed: int = 0,
         steps = epochs * math.ceil(images / batch_size)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
                                                        pct_start=0.1)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=steps, desc="train toyworld segmenter", unit="batch")
-        history = []
+
+        def loss_of(idx: torch.Tensor, rgb=data["images"], targets=data["targets"]) -> torch.Tensor:
+            x, t = _random_crops(rgb[idx], targets[idx], crop, generator)
+            x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            heads = model.split(model(x))
+            t = t.long()
+            loss = sum(F.cross_entropy(heads[h], t[:, i], weight=class_weights[i])
+                       for i, h in enumerate(HEADS))
+            return loss + dice * _soft_dice(heads["part"], t[:, 1]) if dice else loss
+
         train_start = time.perf_counter()
-        for epoch in range(epochs):
-            model.train()
-            order = torch.randperm(images, generator=generator)
-            total, seen = 0.0, 0
-            for b in range(0, images, batch_size):
-                idx = order[b:b + batch_size]
-                x, t = _random_crops(data["images"][idx], data["targets"][idx], crop, generator)
-                x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
-                heads = model.split(model(x))
-                t = t.long()
-                loss = sum(F.cross_entropy(heads[h], t[:, i], weight=class_weights[i])
-                           for i, h in enumerate(HEADS))
-                if dice:
-                    loss = loss + dice * _soft_dice(heads["part"], t[:, 1])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += loss.item() * len(idx)
-                seen += len(idx)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")
-            history.append(round(total / seen, 4))
-        if bar is not None:
-            bar.close()
+        history = train_epochs(model, images, epochs, batch_size, loss_of, optimizer, schedule,
+                               generator, desc="train toyworld segmenter", progress=progress)
         train_seconds = time.perf_counter() - train_start
         model.eval()
-        del data
+        del data, loss_of  # the training images: not needed for the evaluation
         evaluation = None
         if eval_images:
             test = render_set(eval_seed, eval_images, workers=threads, progress=progress,

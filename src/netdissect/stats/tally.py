@@ -109,7 +109,9 @@ class IoUTally:
             self.boot_images += weights.sum(1)
         for b, k, mask in unit_masks(activations, thresholds, (sh, sw), device):
             i, p = torch.nonzero(mask, as_tuple=True)  # the mask pixels
-            where = (i, i * len(labels.rows), p, len(b), b, k)  # shared by every draw of the null
+            # shared by every draw of the null: the mask pixels, their key offsets, the
+            # pixels per map (bincount is much faster than summing a boolean tensor)
+            where = (i, i * len(labels.rows), p, torch.bincount(i, minlength=len(b)), k)
             observed = self._count(where, b, labels)
             self._add(self.intersection, self.activation, *observed, k)
             if weights is not None:
@@ -144,9 +146,8 @@ class IoUTally:
         image source[j] of the batch (source = b for the data as it is): per map and label
         set, its pixels there, then each set's labels.  Returns (map, position k*L + label,
         count) of I's entries and the (maps, C) contribution to A of each definition."""
-        i, i_key, p, n, b, k = where
-        C, L, S = self.num_categories, self.num_labels, len(labels.rows)
-        mask_count = torch.bincount(i, minlength=n)  # much faster than summing a boolean tensor
+        i, i_key, p, mask_count, k = where
+        n, C, L, S = len(k), self.num_categories, self.num_labels, len(labels.rows)
         # Mask pixels per (map, label set): a histogram, or a sort when it would be too large.
         key = i_key + labels.inverse[(source * labels.pixels)[i] + p]
         if n * S <= HISTOGRAM_BINS:

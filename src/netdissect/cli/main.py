@@ -16,7 +16,7 @@ from netdissect.errors import EXIT_CTRL_C, EXIT_ERROR, EXIT_SIGTERM, Interrupted
 __all__ = ["main", "build_parser"]
 
 # The modules that add commands, in the order --help lists them.
-COMMAND_MODULES = ("dissect", "explain", "demo", "data", "segment", "report", "experiments")
+COMMAND_MODULES = ("dissect", "explain", "demo", "data", "segment", "report", "experiments", "gan")
 
 DESCRIPTION = """Network Dissection: measure how interpretable the units of deep vision networks are.
 
@@ -26,6 +26,7 @@ DESCRIPTION = """Network Dissection: measure how interpretable the units of deep
   netdissect download broden | report OUT | serve OUT
   netdissect segment --images DIR --segmenter SPEC --out DATASET  (your images as a dataset)
   netdissect rotate | compare | ablate        (the experiments of the papers)
+  netdissect gan-dissect | gan-ablate | gan-insert --generator SPEC ...  (a generator's units)
 
 The method is described in docs/method.md of the repository."""
 

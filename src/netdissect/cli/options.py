@@ -4,7 +4,9 @@ The model options are written once (`add_model_options`, turned into a Probe by
 `probe_from_args`); the settings options are derived from the fields of
 `netdissect.engine.settings.Settings` (`add_settings_options`); every command that runs a
 model takes `--device` and `--quiet` (`add_run_options`).  `dissect` and `explain` take an
-optional `--out` (`add_out_option`), results/<model>-<dataset> unless given (`out_from_args`).
+optional `--out` (`add_out_option`), results/<model>-<dataset> unless given (`out_from_args`).  `segment` and the gan commands share the segmenter options
+(`add_segmenter_options`); the gan commands the generator options (`add_generator_options`,
+turned into a Generator by `generator_from_args`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,15 @@ from netdissect.models.preprocess import PRESETS
 
 __all__ = ["floats", "names", "number_list", "names_or_file", "add_model_options",
            "add_settings_options", "add_run_options", "add_out_option", "default_out",
-           "out_from_args", "probe_from_args", "settings_from_args"]
+           "out_from_args", "probe_from_args", "settings_from_args", "add_segmenter_options",
+           "add_generator_options", "generator_from_args", "SEGMENTER_HELP"]
+
+SEGMENTER_HELP = ("toyworld (the toy world's segmenter, weights shipped), tv:NAME (torchvision: "
+                  "deeplabv3_resnet50, deeplabv3_resnet101, deeplabv3_mobilenet_v3_large, "
+                  "fcn_resnet50, fcn_resnet101, lraspp_mobilenet_v3_large; weights from the "
+                  "weights option or torch's hub cache), hf:REPO_OR_FOLDER (a Hugging Face "
+                  "semantic segmentation model, offline; pip install netdissect[hf]) or "
+                  "package.module:callable (your own)")
 
 
 def floats(option: str, count: int = 3):
@@ -181,3 +191,49 @@ def out_from_args(args: argparse.Namespace, model_name: str) -> Path:
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, not one per process
         print(f"results will be written to {out}", file=sys.stderr, flush=True)
     return out
+
+
+def add_segmenter_options(p: argparse.ArgumentParser, weights_option: str = "--weights") -> None:
+    """--segmenter, its weights (`weights_option`: `segment` says --weights, the gan commands,
+    whose --weights are the generator's, --segmenter-weights) and --colors."""
+    g = p.add_argument_group("segmenter")
+    g.add_argument("--segmenter", default="toyworld", help=f"{SEGMENTER_HELP}; default toyworld")
+    g.add_argument(weights_option, help="the segmenter's weights: a state dict FILE (tv:NAME; "
+                                        "toyworld: a retrained file; your own nn.Module)")
+    g.add_argument("--colors", action="store_true",
+                   help="add colour labels (the 11 Broden colour names, by rule)")
+
+
+def add_generator_options(p: argparse.ArgumentParser, layers: str = "--layers") -> None:
+    """--generator, --weights, --z-dim, --output-range and the layer option (`--layers`,
+    several, or `--layer`, one, required), --samples and --seed."""
+    g = p.add_argument_group("generator")
+    g.add_argument("--generator", required=True,
+                   help="a zoo generator name, or an import path package.module:callable "
+                        "returning an nn.Module that maps latents (B x Z or B x Z x 1 x 1) to "
+                        "images (B x 3 x H x W)")
+    g.add_argument("--weights", help="the generator's weights: a state dict FILE (.pt/.pth/"
+                                     ".safetensors)")
+    g.add_argument("--z-dim", type=int, help="latent size (default: the module's z_dim)")
+    g.add_argument("--output-range", default="-1,1",
+                   help="output values of black and white: -1,1 (tanh, the default) or 0,1")
+    if layers == "--layers":
+        g.add_argument("--layers", type=names, help="comma-separated layer names (default: the "
+                                                    "generator's default layers)")
+    else:
+        g.add_argument("--layer", required=True, help="the layer (module name)")
+    g.add_argument("--samples", type=int, default=1000,
+                   help="generated images (default 1000)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of the latents (sample i's latent depends on the seed and i only)")
+
+
+def generator_from_args(args: argparse.Namespace):
+    """The Generator of the generator options (--device checked first)."""
+    from netdissect.models.generators import build_generator
+    from netdissect.models.probe import check_device
+
+    if getattr(args, "device", None):
+        check_device(args.device)
+    return build_generator(args.generator, weights=args.weights, z_dim=args.z_dim,
+                           output_range=args.output_range)

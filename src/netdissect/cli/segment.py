@@ -6,16 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from netdissect.cli.options import add_run_options
+from netdissect.cli.options import add_run_options, add_segmenter_options
 
 __all__ = ["add_parsers"]
-
-SPEC_HELP = ("toyworld (the toy world's segmenter, weights shipped), tv:NAME (torchvision: "
-             "deeplabv3_resnet50, deeplabv3_resnet101, deeplabv3_mobilenet_v3_large, "
-             "fcn_resnet50, fcn_resnet101, lraspp_mobilenet_v3_large; weights from --weights or "
-             "torch's hub cache), hf:REPO_OR_FOLDER (a Hugging Face semantic segmentation model, "
-             "offline; pip install netdissect[hf]) or package.module:callable (your own)")
-
 
 def add_parsers(sub) -> None:
     p = sub.add_parser(
@@ -29,18 +22,13 @@ def add_parsers(sub) -> None:
                     "command again after an interruption: finished images are kept. Then: "
                     "netdissect dissect --dataset OUT --model ...")
     p.add_argument("--images", required=True, help="folder of .jpg/.jpeg/.png images")
-    p.add_argument("--segmenter", default="toyworld",
-                   help=f"{SPEC_HELP}; default toyworld")
     p.add_argument("--out", required=True, help="dataset folder to write (new, empty, or an "
                                                 "interrupted segment output to finish)")
     p.add_argument("--size", type=int, default=224, help="image side in the dataset (224)")
     p.add_argument("--label-size", type=int, default=112,
                    help="label plane side (112: Broden's half of the image)")
     p.add_argument("--batch-size", type=int, default=16, help="images per segmenter call (16)")
-    p.add_argument("--weights", help="the segmenter's weights: a state dict FILE (tv:NAME; "
-                                     "toyworld: a retrained file; your own nn.Module)")
-    p.add_argument("--colors", action="store_true",
-                   help="add colour labels (the 11 Broden colour names, by rule)")
+    add_segmenter_options(p)
     p.add_argument("--scenes-from", choices=["folders"],
                    help="folders: each image's folder (relative to --images) is its scene label")
     add_run_options(p)

@@ -178,7 +178,7 @@ def collect_atoms(probe: Probe, broden: Broden, dissection: Dissection, skipped:
             if batch["bad"]:
                 raise BrodenError(f"{batch['bad'][0][1]} (it was readable when the dissection ran; "
                                   "is the dataset changing?)")
-            outputs = probe(batch["image"])
+            outputs = probe.read(batch)
             planes, image_labels = batch["planes"].to(device), batch["image_labels"].to(device)
             sets = pixel_label_sets(planes, image_labels)  # once for all layers
             for name, acts in outputs.items():

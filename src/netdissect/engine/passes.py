@@ -191,14 +191,14 @@ class Passes:
                     self._set_aside(batch["bad"])
                     index = batch["index"]
                     if len(index):
-                        outputs = self.probe(batch["image"])
+                        outputs = self.probe.read(batch)
                         if not self.stats:
                             self.stats = {name: self._new_stats(tuple(a.shape[1:]), n)
                                           for name, a in outputs.items()}
                             if not batches:
                                 cache = activation_cache.decide(
                                     outputs, len(shard), self.settings.cache_limit_gb,
-                                    self.checkpoint.cache_dir, lambda: self.probe(batch["image"]),
+                                    self.checkpoint.cache_dir, lambda: self.probe.read(batch),
                                     self.probe.layers, self.settings.cache, self.label_layout)
                         for name, acts in outputs.items():
                             self._check_finite(name, acts, index)
@@ -249,7 +249,7 @@ class Passes:
                                    for name, s in self.stats.items()}
                     else:
                         self._check_unchanged(batch)
-                        outputs = self.probe(batch["image"])
+                        outputs = self.probe.read(batch)
                     for name, acts in outputs.items():
                         self.stats[name].refine(acts)
                     bar.update(len(index))
@@ -294,7 +294,7 @@ class Passes:
                                for name in self.probe.layers}
                 else:
                     self._check_unchanged(batch)
-                    outputs = self.probe(batch["image"])
+                    outputs = self.probe.read(batch)
                 planes = batch["planes"].to(self.device)
                 image_labels = batch["image_labels"].to(self.device)
                 sets = pixel_label_sets(planes, image_labels, canonical=False)  # once for all layers

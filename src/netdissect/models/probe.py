@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -97,6 +97,7 @@ class Probe:
     weights: str | None = None
     weights_fingerprint: str = ""
     channels_last: bool = True
+    inputs: Callable[[dict], torch.Tensor] | None = field(default=None, repr=False, compare=False)
     # layer -> how many times it ran in one forward pass, found on the first batch that reads
     # it; shared by the copies `select` makes (a layer that runs twice is refused)
     layer_calls: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -194,6 +195,15 @@ class Probe:
         """uint8 (B, 3, H, W) images -> {layer: float32 (B, C, h, w)}, without gradients."""
         return self.features(images, self.layers)
 
+    def read(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The feature maps of the probe's layers for a data-loader batch: of its images, or,
+        with `inputs`, of the model input that `inputs` makes of the batch (the engine's
+        passes call this)."""
+        if self.inputs is None:
+            return self(batch["image"])
+        x = self.inputs(batch).to(self.device(), non_blocking=True)
+        return self.features_of_input(x, self.layers)
+
     def features(self, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
         """The feature maps of module names `layers` for uint8 images (what `__call__` returns
         for the probe's own layers).
@@ -203,6 +213,10 @@ class Probe:
         ReLU of a ResNet BasicBlock) has no single output and is refused with a LayerError
         naming alternatives.  Later passes stop as soon as every layer needed has run."""
         x = self.preprocess(images.to(self.device(), non_blocking=True), self.channels_last)
+        return self.features_of_input(x, layers)
+
+    def features_of_input(self, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+        """The feature maps of `layers` for the model input `x`, as it is (see `features`)."""
         self._refuse_repeated(layers, x)
         first = any(name not in self.layer_calls for name in layers)
         with torch.inference_mode(), TraceDict(self.model, layers, clone=True, stop=not first) as traces:

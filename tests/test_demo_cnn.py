@@ -1,6 +1,8 @@
 """Tests of the demo CNN: shipped weights, shapes, accuracy on unseen toy worlds, training."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -24,7 +26,7 @@ def fresh_world(tmp_path_factory):
 def test_shipped_weights_load_with_weights_only():
     state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
-    assert WEIGHTS.stat().st_size < 4_000_000
+    assert WEIGHTS.stat().st_size < 5_000_000
     meta = demo_cnn_metadata()
     assert meta["class_names"] == SCENES
     assert meta["mean"] == list(MEAN) and meta["std"] == list(STD)
@@ -54,8 +56,26 @@ def test_output_shape_and_layers():
     assert out.shape == (3, len(SCENES))
     assert seen == {"conv1": (3, 32, 112, 112), "conv4": (3, 128, 14, 14),
                     "conv5": (3, 256, 14, 14)}
+    with torch.no_grad(), TraceDict(model, ["head"]) as traces:
+        model(torch.zeros(1, 3, 224, 224))
+    assert traces["head"].output.shape == (1, 256, 7, 7)
     untrained = load_demo_cnn(pretrained=False)
     assert not torch.equal(untrained.fc.weight, model.fc.weight)
+
+
+def test_metadata_without_a_head_builds_the_first_demo_cnn(tmp_path):
+    # Weights of the first demo CNN (conv5 straight into the pool) still load.
+    old = DemoCNN(len(SCENES), head_width=0)
+    path = tmp_path / "old.pt"
+    torch.save(old.state_dict(), path)
+    meta = {k: v for k, v in demo_cnn_metadata().items() if k not in ("head_width", "dropout")}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    model = load_demo_cnn(weights=path)
+    assert isinstance(model.head, torch.nn.Identity) and model.fc.in_features == 256
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), old.eval()(x))
+    assert demo_cnn_metadata()["head_width"] == 256
 
 
 def test_accuracy_on_an_unseen_toy_world(fresh_world):

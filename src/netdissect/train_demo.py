@@ -28,7 +28,7 @@ from netdissect.data.broden import load_broden
 from netdissect.data.images import load_rgb
 from netdissect.errors import SettingsError
 from netdissect.files import atomic_torch_save, atomic_write_json
-from netdissect.models.demo_cnn import LAYERS, WIDTHS, DemoCNN
+from netdissect.models.demo_cnn import DROPOUT, HEAD_WIDTH, LAYERS, WIDTHS, DemoCNN
 from netdissect.models.preprocess import Preprocess
 from netdissect.training import train_epochs
 
@@ -132,7 +132,8 @@ def train_demo(dataset_dir: str | os.PathLike, out_path: str | os.PathLike, seed
         manifest = (json.loads(manifest_path.read_text(encoding="utf-8"))
                     if manifest_path.is_file() else {})
         meta = {
-            "model": "DemoCNN", "widths": list(WIDTHS), "layers": list(LAYERS),
+            "model": "DemoCNN", "widths": list(WIDTHS), "head_width": HEAD_WIDTH,
+            "dropout": DROPOUT, "layers": list(LAYERS),
             "class_names": class_names, "input_size": [224, 224],
             "mean": list(PREPROCESS.mean), "std": list(PREPROCESS.std), "pixel_range": "0-1 RGB",
             "dataset": {"toyworld_images": manifest.get("images"),

@@ -24,7 +24,8 @@ __all__ = ["floats", "names", "number_list", "names_or_file", "add_model_options
            "out_from_args", "probe_from_args", "settings_from_args", "add_segmenter_options",
            "add_generator_options", "generator_from_args", "SEGMENTER_HELP"]
 
-SEGMENTER_HELP = ("toyworld (the toy world's segmenter, weights shipped), tv:NAME (torchvision: "
+SEGMENTER_HELP = ("toyworld (the toy world's segmenter, weights shipped), toyworld64 (the same "
+                  "fine-tuned on 64x64 images, for the toy GAN), tv:NAME (torchvision: "
                   "deeplabv3_resnet50, deeplabv3_resnet101, deeplabv3_mobilenet_v3_large, "
                   "fcn_resnet50, fcn_resnet101, lraspp_mobilenet_v3_large; weights from the "
                   "weights option or torch's hub cache), hf:REPO_OR_FOLDER (a Hugging Face "
@@ -195,9 +196,15 @@ def out_from_args(args: argparse.Namespace, model_name: str) -> Path:
 
 def add_segmenter_options(p: argparse.ArgumentParser, weights_option: str = "--weights") -> None:
     """--segmenter, its weights (`weights_option`: `segment` says --weights, the gan commands,
-    whose --weights are the generator's, --segmenter-weights) and --colors."""
+    whose --weights are the generator's, --segmenter-weights) and --colors.  The gan commands
+    default to the generator's own segmenter (`Generator.segmenter`)."""
     g = p.add_argument_group("segmenter")
-    g.add_argument("--segmenter", default="toyworld", help=f"{SEGMENTER_HELP}; default toyworld")
+    if weights_option == "--segmenter-weights":
+        g.add_argument("--segmenter", default=None,
+                       help=f"{SEGMENTER_HELP}; default: the generator's (toyworld64 for "
+                            "toyworld_gan, toyworld otherwise)")
+    else:
+        g.add_argument("--segmenter", default="toyworld", help=f"{SEGMENTER_HELP}; default toyworld")
     g.add_argument(weights_option, help="the segmenter's weights: a state dict FILE (tv:NAME; "
                                         "toyworld: a retrained file; your own nn.Module)")
     g.add_argument("--colors", action="store_true",

@@ -145,7 +145,8 @@ def _sample_numbers(broden) -> torch.Tensor:
 
 
 # -- gan-dissect ---------------------------------------------------------------------------------
-def gan_dissect(generator: Generator | str, segmenter: str | Segmenter, out: str | os.PathLike, *,
+def gan_dissect(generator: Generator | str, segmenter: str | Segmenter | None,
+                out: str | os.PathLike, *,
                 layers: list[str] | None = None, samples: int = 1000, seed: int = 0,
                 weights: str | None = None, z_dim: int | None = None,
                 output_range: str | tuple[float, float] = "-1,1",
@@ -156,7 +157,8 @@ def gan_dissect(generator: Generator | str, segmenter: str | Segmenter, out: str
     """Dissect `layers` of a generator against a segmentation of its own images (see the
     module docstring) and return the Dissection; OUT holds samples/, dataset/ and the files
     and report of `netdissect.dissect`.  `generator` is a Generator or a spec (with `weights`,
-    `z_dim`, `output_range`); `segmenter` a spec (with `segmenter_weights`) or a Segmenter;
+    `z_dim`, `output_range`); `segmenter` a spec (with `segmenter_weights`), a Segmenter or
+    None (the generator's own, `Generator.segmenter`: toyworld64 for toyworld_gan);
     `colors` adds the colour names; `label_size` is the side of the label planes (default:
     half the image side).  `settings` (or keyword `options` naming its fields) decide the
     numbers; the definition is always pnas (its quantile 0.01 unless `quantile` says)."""
@@ -166,6 +168,7 @@ def gan_dissect(generator: Generator | str, segmenter: str | Segmenter, out: str
     from netdissect.results import layer_folder_name
 
     gen = _generator(generator, weights, z_dim, output_range)
+    segmenter = gen.segmenter if segmenter is None else segmenter
     layers = gen.check_layers(layers)
     for layer in layers:
         if layer_folder_name(layer) in (SAMPLES_DIR, DATASET_DIR):
@@ -422,6 +425,7 @@ def _context(generator, segmenter, layer, concept, *, samples, seed, weights, z_
              output_range, segmenter_weights, colors, batch_size, device, progress, dissection,
              out) -> _Context:
     gen = _generator(generator, weights, z_dim, output_range)
+    segmenter = gen.segmenter if segmenter is None else segmenter
     gen.check_layers([layer])
     _check_count("--samples", samples)
     _check_count("--batch-size", batch_size)
@@ -489,7 +493,7 @@ class GanAblation:
                 f"{self.layer}{random}.")
 
 
-def gan_ablate(generator: Generator | str, segmenter: str | Segmenter, layer: str, concept: str,
+def gan_ablate(generator: Generator | str, segmenter: str | Segmenter | None, layer: str, concept: str,
                out: str | os.PathLike | None = None, *, units: str | list[int] = "top:20",
                counts=DEFAULT_COUNTS, rank: str = "iou", dissection=None, samples: int = 200,
                seed: int = 0, draws: int = 5, weights: str | None = None,
@@ -631,7 +635,7 @@ class GanInsertion:
                 f"{f['outside_before']:.4f} -> {f['outside_after']:.4f}.")
 
 
-def gan_insert(generator: Generator | str, segmenter: str | Segmenter, layer: str, concept: str,
+def gan_insert(generator: Generator | str, segmenter: str | Segmenter | None, layer: str, concept: str,
                where: str | tuple[int, int, int, int], out: str | os.PathLike | None = None, *,
                units: str | list[int] = "top:4", value: float | None = None, rank: str = "iou",
                dissection=None, samples: int = 200, seed: int = 0, weights: str | None = None,

@@ -97,6 +97,8 @@ class Generator:
     weights_fingerprint: str = ""
     default_layers: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (0, 0)
+    #: The segmenter spec that labels its images, the default of the gan commands.
+    segmenter: str = "toyworld"
 
     def check_layers(self, layers: list[str] | None) -> list[str]:
         """`layers` (default: the default layers), each checked to exist (LayerError)."""
@@ -249,3 +251,7 @@ def _latent_layout(model: nn.Module, z_dim: int, spec: str, declared) -> tuple[t
     hint = f" (its z_dim attribute says {declared})" if isinstance(declared, int) else ""
     raise SettingsError(f"--z-dim {z_dim}: generator {spec!r} does not run on latents of {z_dim} "
                         f"values{hint}; tried {'; '.join(errors)}. Check --z-dim.")
+
+
+# The zoo generators register themselves on import (after the names they use exist).
+from netdissect.models import toy_gan as _toy_gan  # noqa: E402,F401

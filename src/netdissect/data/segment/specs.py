@@ -1,6 +1,7 @@
 """Segmenter specs: the one function that turns `--segmenter SPEC` into a Segmenter.
 
     toyworld                   the toy world's segmenter (weights shipped in the package)
+    toyworld64                 the same fine-tuned on 64x64 images (the toy GAN's), shipped
     tv:NAME                    a torchvision semantic segmentation model (VOC's 20 classes)
     hf:REPO_OR_FOLDER          a Hugging Face transformers semantic segmentation model
     package.module:callable    the user's own segmenter
@@ -47,7 +48,8 @@ from netdissect.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 __all__ = ["load_segmenter", "SPEC_FORMS", "TorchvisionSegmenter", "HFSegmenter",
            "NamedSegmenter"]
 
-SPEC_FORMS = ("A segmenter spec is 'toyworld', 'tv:NAME' (a torchvision segmentation model: "
+SPEC_FORMS = ("A segmenter spec is 'toyworld', 'toyworld64' (fine-tuned on 64x64 images, "
+              "for the toy GAN), 'tv:NAME' (a torchvision segmentation model: "
               "deeplabv3_resnet50, deeplabv3_resnet101, deeplabv3_mobilenet_v3_large, "
               "fcn_resnet50, fcn_resnet101, lraspp_mobilenet_v3_large), 'hf:REPO_OR_FOLDER' (a "
               "Hugging Face semantic segmentation model; pip install netdissect[hf]) or "
@@ -67,8 +69,8 @@ def load_segmenter(spec: str, *, weights: str | os.PathLike | None = None, color
 
     device = check_device(device)
     spec = str(spec).strip()
-    if spec == "toyworld":
-        segmenter = _toyworld(weights, device)
+    if spec in ("toyworld", "toyworld64"):
+        segmenter = _toyworld(spec, weights, device)
     elif spec.startswith("tv:"):
         segmenter = TorchvisionSegmenter(spec[3:], weights=weights, device=device)
     elif spec.startswith("hf:"):
@@ -103,12 +105,13 @@ class NamedSegmenter:
 
 # -- toyworld -------------------------------------------------------------------------------
 
-def _toyworld(weights: str | os.PathLike | None, device: torch.device) -> NamedSegmenter:
-    from netdissect.data.segment.toyworld import WEIGHTS, load_toyworld_segmenter
+def _toyworld(spec: str, weights: str | os.PathLike | None, device: torch.device) -> NamedSegmenter:
+    """`toyworld` (the shipped weights) or `toyworld64` (fine-tuned on 64x64 images)."""
+    from netdissect.data.segment.toyworld import WEIGHTS, WEIGHTS_64, load_toyworld_segmenter
 
-    segmenter = load_toyworld_segmenter(device, weights=weights)
-    path = Path(weights) if weights is not None else WEIGHTS
-    return NamedSegmenter(segmenter, "toyworld", sha256_file(path))
+    path = Path(weights) if weights is not None else (WEIGHTS_64 if spec == "toyworld64" else WEIGHTS)
+    segmenter = load_toyworld_segmenter(device, weights=path)
+    return NamedSegmenter(segmenter, spec, sha256_file(path))
 
 
 # -- torchvision ------------------------------------------------------------------------------

@@ -28,7 +28,11 @@ skip connections back to H/2, where three 1x1 heads give logits for objects (1 +
 
 The trained weights ship in `netdissect/assets/toyworld_segmenter.pt` (a state dict) with
 `toyworld_segmenter.json` (labels, widths, training record, IoU on a fresh world);
-`netdissect.data.segment.train` reproduces them (`netdissect train-segmenter`).
+`netdissect.data.segment.train` reproduces them (`netdissect train-segmenter`).  A copy
+fine-tuned on renders area-averaged to 64x64 (the toy GAN's images, which the full-size
+segmenter labels poorly) ships as `toyworld_segmenter64.{pt,json}` (segmenter spec
+`toyworld64`, `netdissect finetune-segmenter`); its metadata's `input_size` makes
+`segment` resize every image to that side first and the planes back to half the image.
 """
 from __future__ import annotations
 
@@ -47,11 +51,12 @@ from netdissect.models.weights import load_weights
 
 __all__ = ["ToyWorldSegNet", "ToyWorldSegmenter", "load_toyworld_segmenter",
            "toyworld_segmenter_metadata", "segmenter_labels", "HEADS", "HEAD_CLASSES", "WIDTHS",
-           "WEIGHTS", "METADATA", "PLANES", "head_targets", "label_planes"]
+           "WEIGHTS", "METADATA", "WEIGHTS_64", "PLANES", "head_targets", "label_planes"]
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 WEIGHTS = ASSETS / "toyworld_segmenter.pt"
 METADATA = ASSETS / "toyworld_segmenter.json"
+WEIGHTS_64 = ASSETS / "toyworld_segmenter64.pt"
 
 #: Channel widths of the encoder levels (H/2, H/4, H/8, H/16).
 WIDTHS = (24, 40, 80, 128)
@@ -194,14 +199,17 @@ class ToyWorldSegmenter:
 
     `segment` accepts any image size (it pads to multiples of 16 and crops the output back)
     and returns planes of ceil(H/2) x ceil(W/2) on the device of the model; `batch_size`
-    bounds how many images go through the network at once.
+    bounds how many images go through the network at once.  With `input_size` (a model
+    trained at that side) images are first resized to input_size x input_size (area
+    averaging down, bilinear up) and the planes resized back (nearest neighbour).
     """
 
     def __init__(self, model: ToyWorldSegNet, device: str | torch.device = "cpu",
-                 batch_size: int = 32):
+                 batch_size: int = 32, input_size: int | None = None):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = batch_size
+        self.input_size = input_size
         self._labels = segmenter_labels()
         self._luts = {k: v.to(self.device) for k, v in _lookups().items()}
 
@@ -223,10 +231,16 @@ class ToyWorldSegmenter:
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-head logits at ceil(H/2) x ceil(W/2) of (B, 3, H, W) images in [0, 1]."""
+        """Per-head logits at ceil(H/2) x ceil(W/2) of (B, 3, H, W) images in [0, 1] (at
+        input_size/2 when the segmenter has an `input_size`)."""
         self._check(images)
-        h, w = images.shape[-2:]
         x = images.to(self.device, torch.float32)
+        if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size,) * 2:
+            side = (self.input_size, self.input_size)
+            down = x.shape[-2] >= self.input_size and x.shape[-1] >= self.input_size
+            x = (F.interpolate(x, size=side, mode="area") if down else
+                 F.interpolate(x, size=side, mode="bilinear", align_corners=False).clamp(0, 1))
+        h, w = x.shape[-2:]
         ph, pw = (-h) % _STRIDE, (-w) % _STRIDE
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
@@ -249,9 +263,14 @@ class ToyWorldSegmenter:
                 obj = heads["object"].argmax(1)
                 part = heads["part"].argmax(1)
                 mat = heads["material"].argmax(1)
-                chunks.append(torch.stack([self._luts["object"][obj], self._luts["part"][part],
-                                           self._luts["part2"][part],
-                                           self._luts["material"][mat]], dim=1))
+                planes = torch.stack([self._luts["object"][obj], self._luts["part"][part],
+                                      self._luts["part2"][part], self._luts["material"][mat]],
+                                     dim=1)
+                h, w = images.shape[-2:]
+                if tuple(planes.shape[-2:]) != ((h + 1) // 2, (w + 1) // 2):
+                    planes = F.interpolate(planes.double(), size=((h + 1) // 2, (w + 1) // 2),
+                                           mode="nearest-exact").long()
+                chunks.append(planes)
         finally:
             self.model.train(was_training)
         if not chunks:
@@ -289,4 +308,4 @@ def load_toyworld_segmenter(device: str | torch.device = "cpu",
                            "retrain with `netdissect train-segmenter`.")
     model = ToyWorldSegNet(tuple(meta.get("widths", WIDTHS)))
     load_weights(model, path)
-    return ToyWorldSegmenter(model, device=device)
+    return ToyWorldSegmenter(model, device=device, input_size=meta.get("input_size"))

@@ -33,7 +33,8 @@ from netdissect.errors import SettingsError
 from netdissect.files import atomic_torch_save, atomic_write_json
 from netdissect.training import train_epochs
 
-__all__ = ["train_segmenter", "render_set", "evaluate_segmenter", "CATEGORY_PLANES"]
+__all__ = ["train_segmenter", "finetune_segmenter", "render_set", "evaluate_segmenter",
+           "downsample_set", "CATEGORY_PLANES"]
 
 #: The output planes (indices into PLANES) that hold each category's labels.
 CATEGORY_PLANES = {"object": (0,), "part": (1, 2), "material": (3,)}
@@ -72,9 +73,21 @@ def _bar(it, total: int, enabled: bool, desc: str):
     return tqdm(it, total=total, desc=desc, unit="img")
 
 
+def downsample_set(data: dict, size: int) -> dict:
+    """`render_set`'s images area-averaged to `size` x `size` (rounded to uint8) and its
+    targets resized to size/2 (nearest neighbour); planes and textures as they are."""
+    images = F.interpolate(data["images"].float(), size=(size, size), mode="area")
+    targets = F.interpolate(data["targets"].double(), size=(size // 2, size // 2),
+                            mode="nearest-exact")
+    return {**data, "images": images.round().clamp(0, 255).to(torch.uint8),
+            "targets": targets.to(torch.uint8)}
+
+
 @torch.no_grad()
 def evaluate_segmenter(segmenter: ToyWorldSegmenter, data: dict, batch_size: int = 32) -> dict:
-    """IoU of `segmenter` on rendered images (`render_set`): per label and per category.
+    """IoU of `segmenter` on rendered images (`render_set`, or `downsample_set`: the planes
+    predicted for smaller images are compared at full label size, nearest neighbour):
+    per label and per category.
 
     A label's IoU is its intersection over union accumulated over all pixels of all images
     (for parts, a pixel belongs to a label if either part plane holds it); a category's mIoU
@@ -89,8 +102,11 @@ def evaluate_segmenter(segmenter: ToyWorldSegmenter, data: dict, batch_size: int
     texture_zero, texture_total = 0, 0
     for start in range(0, len(data["images"]), batch_size):
         images = data["images"][start:start + batch_size].float() / 255.0
-        pred = segmenter.segment(images).cpu()
         gt = data["planes"][start:start + batch_size].long()
+        pred = segmenter.segment(images).cpu()
+        if pred.shape[-2:] != gt.shape[-2:]:  # images smaller than the renders (downsample_set)
+            pred = F.interpolate(pred.double(), size=tuple(gt.shape[-2:]),
+                                 mode="nearest-exact").long()
         textures = data["textures"][start:start + batch_size]
         texture_zero += int((pred[textures] == 0).sum())
         texture_total += pred[textures].numel()
@@ -237,6 +253,103 @@ def train_segmenter(out: str | os.PathLike, images: int = 4000, seed: int = 0,
                          "seconds": round(time.perf_counter() - start, 1),
                          "torch": torch.__version__},
             "evaluation": ({"world_seed": eval_seed} | evaluation) if evaluation else None,
+        }
+        atomic_torch_save(out, state)
+        atomic_write_json(out.with_suffix(".json"), meta)
+        return meta
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def finetune_segmenter(out: str | os.PathLike, size: int = 64, images: int = 2000,
+                       seed: int = 0, world_seed: int = 1, eval_seed: int = 2,
+                       eval_images: int = 400, epochs: int = 6, batch_size: int = 32,
+                       lr: float = 2e-3, weight_power: float = 0.5, weight_cap: float = 20.0,
+                       dice: float = 1.0, start_from: str | os.PathLike | None = None,
+                       threads: int = 2, progress: bool = True) -> dict:
+    """Fine-tune the toy-world segmenter (`start_from`: a weights file, default the shipped
+    one) on `images` renders area-averaged to `size` x `size`; write weights + metadata.
+
+    Same losses as `train_segmenter` (class-weighted cross-entropy per head, soft Dice on
+    parts) on whole images flipped left-right half the time.  The metadata records
+    `input_size` = `size` (the segmenter then resizes any image to it) and the IoU on
+    `eval_images` images of world `eval_seed` downsampled the same way.  Returns the metadata.
+    """
+    from netdissect.data.segment.toyworld import (WEIGHTS, load_toyworld_segmenter,
+                                                  toyworld_segmenter_metadata)
+    from netdissect.files import sha256_file
+
+    start = time.perf_counter()
+    if images < 1 or epochs < 1 or batch_size < 1 or eval_images < 0:
+        raise SettingsError(f"finetune-segmenter: --images ({images}), --epochs ({epochs}) "
+                            f"and the batch size ({batch_size}) must be at least 1, "
+                            f"--eval-images ({eval_images}) 0 or more.")
+    if size % 16 or not 16 <= size <= tw.IMAGE_SIZE:
+        raise SettingsError(f"finetune-segmenter: --size must be a multiple of 16 between 16 "
+                            f"and {tw.IMAGE_SIZE}, got {size}.")
+    if eval_seed == world_seed:
+        raise SettingsError(f"finetune-segmenter: the evaluation world seed ({eval_seed}) must "
+                            f"differ from the training world seed ({world_seed}); choose "
+                            "another --world-seed.")
+    out = Path(out)
+    source = Path(start_from) if start_from is not None else WEIGHTS
+    previous_threads = torch.get_num_threads()
+    try:
+        data = downsample_set(render_set(world_seed, images, workers=threads, progress=progress,
+                                         desc="render training world"), size)
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        model = load_toyworld_segmenter(weights=source).model.to(memory_format=torch.channels_last)
+        widths = toyworld_segmenter_metadata(source.with_suffix(".json")).get("widths", WIDTHS)
+        class_weights = _class_weights(data["targets"], weight_power, weight_cap)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        steps = epochs * math.ceil(images / batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
+                                                       pct_start=0.1)
+
+        def loss_of(idx: torch.Tensor, rgb=data["images"], targets=data["targets"]) -> torch.Tensor:
+            x, t = rgb[idx].clone(), targets[idx].clone()
+            flip = torch.rand(len(idx), generator=generator) < 0.5
+            x[flip] = x[flip].flip(-1)
+            t[flip] = t[flip].flip(-1)
+            x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            heads = model.split(model(x))
+            t = t.long()
+            loss = sum(F.cross_entropy(heads[h], t[:, i], weight=class_weights[i])
+                       for i, h in enumerate(HEADS))
+            return loss + dice * _soft_dice(heads["part"], t[:, 1]) if dice else loss
+
+        train_start = time.perf_counter()
+        history = train_epochs(model, images, epochs, batch_size, loss_of, optimizer, schedule,
+                               generator, desc=f"fine-tune toyworld segmenter at {size}",
+                               progress=progress)
+        train_seconds = time.perf_counter() - train_start
+        model.eval()
+        del data, loss_of
+        evaluation = None
+        if eval_images:
+            test = downsample_set(render_set(eval_seed, eval_images, workers=threads,
+                                             progress=progress, desc="render evaluation world"),
+                                  size)
+            evaluation = evaluate_segmenter(ToyWorldSegmenter(model, input_size=size), test)
+        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        meta = {
+            "model": "ToyWorldSegNet", "widths": list(widths), "input_size": size,
+            "labels": [[lab.name, lab.category] for lab in segmenter_labels()],
+            "planes": list(PLANES),
+            "input": f"RGB float in [0, 1], (B, 3, H, W), resized to {size}x{size}",
+            "output": "(B, 4, ceil(H/2), ceil(W/2)) int64 label numbers, 0 = no label",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "training": {"finetuned_from": source.name, "finetuned_from_sha256": sha256_file(source),
+                         "size": size, "seed": seed, "world_seed": world_seed, "images": images,
+                         "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                         "weight_power": weight_power, "weight_cap": weight_cap, "dice": dice,
+                         "threads": threads, "loss_per_epoch": history,
+                         "train_seconds": round(train_seconds, 1),
+                         "seconds": round(time.perf_counter() - start, 1),
+                         "torch": torch.__version__},
+            "evaluation": ({"world_seed": eval_seed, "size": size} | evaluation) if evaluation else None,
         }
         atomic_torch_save(out, state)
         atomic_write_json(out.with_suffix(".json"), meta)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from netdissect.errors import ModelError, SettingsError
+from netdissect.models import toy_gan
 from netdissect.models import weights as weights_io
 from netdissect.models.preprocess import Preprocess
 from netdissect.models.probe import Probe
@@ -253,5 +254,11 @@ def _latent_layout(model: nn.Module, z_dim: int, spec: str, declared) -> tuple[t
                         f"values{hint}; tried {'; '.join(errors)}. Check --z-dim.")
 
 
-# The zoo generators register themselves on import (after the names they use exist).
-from netdissect.models import toy_gan as _toy_gan  # noqa: E402,F401
+@register_generator("toyworld_gan")
+def build_toyworld_gan(weights: str | None = None) -> Generator:
+    """The toy world's GAN (netdissect.models.toy_gan): 64x64 images, labelled by the
+    `toyworld64` segmenter; shipped weights, a retrained file or "random"."""
+    model, loaded_path, fingerprint = toy_gan.load_toyworld_gan(weights)
+    return Generator(model, model.z_dim, (model.z_dim,), (-1.0, 1.0), "toyworld_gan",
+                     loaded_path, fingerprint, list(toy_gan.DEFAULT_LAYERS),
+                     (toy_gan.IMAGE_SIZE, toy_gan.IMAGE_SIZE), segmenter="toyworld64")

@@ -1,6 +1,6 @@
 """The toy world's GAN: a small DCGAN (Radford et al., 2016) drawing 64x64 toy-world scenes.
 
-It is the zoo generator ``toyworld_gan`` (netdissect.models.generators), the embedded
+It is the zoo generator ``toyworld_gan`` (registered in netdissect.models.generators), the embedded
 default that makes GAN dissection testable on a laptop:
 
     gen = build_generator("toyworld_gan")        # z_dim 64, 64x64 images in [-1, 1]
@@ -29,11 +29,10 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 
 from netdissect.errors import WeightsError
-from netdissect.models.generators import Generator, register_generator
 from netdissect.models.registry import RANDOM_WEIGHTS
 from netdissect.models.weights import load_weights
 
-__all__ = ["ToyGANGenerator", "ToyGANDiscriminator", "build_toyworld_gan", "toyworld_gan_metadata",
+__all__ = ["ToyGANGenerator", "ToyGANDiscriminator", "load_toyworld_gan", "toyworld_gan_metadata",
            "WEIGHTS", "METADATA", "Z_DIM", "WIDTHS", "D_WIDTHS", "DEFAULT_LAYERS", "IMAGE_SIZE"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -117,10 +116,12 @@ def toyworld_gan_metadata(path: str | os.PathLike | None = None) -> dict:
                            "`netdissect train-gan`.") from None
 
 
-@register_generator("toyworld_gan")
-def build_toyworld_gan(weights: str | os.PathLike | None = None) -> Generator:
-    """The zoo generator `toyworld_gan` in eval mode: the shipped weights, a retrained file
-    (`netdissect train-gan --out FILE`, metadata next to it) or "random"."""
+def load_toyworld_gan(weights: str | os.PathLike | None = None
+                      ) -> tuple[ToyGANGenerator, str | None, str]:
+    """The toy GAN's generator in eval mode with the shipped weights, a retrained file
+    (`netdissect train-gan --out FILE`, metadata next to it) or "random"; with the path of
+    the weights loaded (None for random) and their sha256 ("" for random).  The zoo entry
+    `toyworld_gan` of netdissect.models.generators wraps it."""
     if weights is not None and str(weights) == RANDOM_WEIGHTS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -133,7 +134,4 @@ def build_toyworld_gan(weights: str | os.PathLike | None = None) -> Generator:
                                 tuple(meta.get("widths", WIDTHS)))
         loaded = load_weights(model, path)
         loaded_path, fingerprint = loaded["path"], loaded["sha256"]
-    model.eval()
-    return Generator(model, model.z_dim, (model.z_dim,), (-1.0, 1.0), "toyworld_gan",
-                     loaded_path, fingerprint, list(DEFAULT_LAYERS), (IMAGE_SIZE, IMAGE_SIZE),
-                     segmenter="toyworld64")
+    return model.eval(), loaded_path, fingerprint

@@ -20,7 +20,6 @@ The weights ship in `netdissect/assets/toyworld_gan.pt` (a state dict) with
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -28,9 +27,8 @@ import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
 
-from netdissect.errors import WeightsError
 from netdissect.models.registry import RANDOM_WEIGHTS
-from netdissect.models.weights import load_weights
+from netdissect.models.weights import load_weights, read_metadata
 
 __all__ = ["ToyGANGenerator", "ToyGANDiscriminator", "load_toyworld_gan", "toyworld_gan_metadata",
            "WEIGHTS", "METADATA", "Z_DIM", "WIDTHS", "D_WIDTHS", "DEFAULT_LAYERS", "IMAGE_SIZE"]
@@ -105,15 +103,7 @@ class ToyGANDiscriminator(nn.Module):
 
 def toyworld_gan_metadata(path: str | os.PathLike | None = None) -> dict:
     """The metadata stored with the toy GAN's weights: architecture and training record."""
-    path = Path(path) if path is not None else METADATA
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: toy GAN metadata missing; reinstall netdissect or retrain "
-                           "with `netdissect train-gan`.") from None
-    except ValueError as err:
-        raise WeightsError(f"{path}: not valid JSON ({err}); retrain with "
-                           "`netdissect train-gan`.") from None
+    return read_metadata(path if path is not None else METADATA, "toy GAN", "netdissect train-gan")
 
 
 def load_toyworld_gan(weights: str | os.PathLike | None = None

@@ -17,6 +17,7 @@ with, either of the file or, for models built in code, of the tensors themselves
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import re
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from netdissect.files import sha256_file
 __all__ = [
     "WeightsError",
     "read_state_dict",
+    "read_metadata",
     "load_weights",
     "apply_state_dict",
     "fingerprint_state_dict",
@@ -102,6 +104,19 @@ def check_hash_prefix(path: str | Path, sha256: str) -> None:
             f"{path}: its sha256 {sha256[:16]}... does not start with {prefix}, the hash "
             "in its name; the file is corrupted or incomplete. Delete it and fetch it again."
         )
+
+
+def read_metadata(path: str | Path, what: str, retrain: str) -> dict:
+    """The JSON metadata stored beside an embedded model's weights; WeightsError naming the
+    file, `what` it describes and the `retrain` command when it is missing or not JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: {what} metadata missing; reinstall netdissect or retrain "
+                           f"with `{retrain}`.") from None
+    except ValueError as err:
+        raise WeightsError(f"{path}: not valid JSON ({err}); retrain with `{retrain}`.") from None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -36,7 +36,6 @@ segmenter labels poorly) ships as `toyworld_segmenter64.{pt,json}` (segmenter sp
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from torch.nn import functional as F
 from netdissect.data import toyworld as tw
 from netdissect.data.segment.base import SegmenterLabel
 from netdissect.errors import SettingsError, WeightsError
-from netdissect.models.weights import load_weights
+from netdissect.models.weights import load_weights, read_metadata
 
 __all__ = ["ToyWorldSegNet", "ToyWorldSegmenter", "load_toyworld_segmenter",
            "toyworld_segmenter_metadata", "segmenter_labels", "HEADS", "HEAD_CLASSES", "WIDTHS",
@@ -282,15 +281,8 @@ class ToyWorldSegmenter:
 
 def toyworld_segmenter_metadata(path: str | os.PathLike | None = None) -> dict:
     """The metadata stored with the segmenter's weights: labels, widths, training, IoU."""
-    path = Path(path) if path is not None else METADATA
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: toyworld segmenter metadata missing; reinstall netdissect or "
-                           "retrain with `netdissect train-segmenter`.") from None
-    except ValueError as err:
-        raise WeightsError(f"{path}: not valid JSON ({err}); retrain with "
-                           "`netdissect train-segmenter`.") from None
+    return read_metadata(path if path is not None else METADATA, "toyworld segmenter",
+                         "netdissect train-segmenter")
 
 
 def load_toyworld_segmenter(device: str | torch.device = "cpu",

@@ -175,6 +175,18 @@ def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - dice[present].mean() if present.any() else logits.sum() * 0
 
 
+def _segmentation_loss(model: ToyWorldSegNet, x: torch.Tensor, t: torch.Tensor,
+                       class_weights: list[torch.Tensor], dice: float) -> torch.Tensor:
+    """Weighted cross-entropy of every head (+ `dice` x soft Dice of the parts) on uint8
+    images `x` and their target planes `t`."""
+    x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+    heads = model.split(model(x))
+    t = t.long()
+    loss = sum(F.cross_entropy(heads[h], t[:, i], weight=class_weights[i])
+               for i, h in enumerate(HEADS))
+    return loss + dice * _soft_dice(heads["part"], t[:, 1]) if dice else loss
+
+
 def train_segmenter(out: str | os.PathLike, images: int = 4000, seed: int = 0,
                     world_seed: int = 1, eval_seed: int = 2, eval_images: int = 400,
                     epochs: int = 14, batch_size: int = 16, lr: float = 4e-3, crop: int = 128,
@@ -220,12 +232,7 @@ def train_segmenter(out: str | os.PathLike, images: int = 4000, seed: int = 0,
 
         def loss_of(idx: torch.Tensor, rgb=data["images"], targets=data["targets"]) -> torch.Tensor:
             x, t = _random_crops(rgb[idx], targets[idx], crop, generator)
-            x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
-            heads = model.split(model(x))
-            t = t.long()
-            loss = sum(F.cross_entropy(heads[h], t[:, i], weight=class_weights[i])
-                       for i, h in enumerate(HEADS))
-            return loss + dice * _soft_dice(heads["part"], t[:, 1]) if dice else loss
+            return _segmentation_loss(model, x, t, class_weights, dice)
 
         train_start = time.perf_counter()
         history = train_epochs(model, images, epochs, batch_size, loss_of, optimizer, schedule,
@@ -313,12 +320,7 @@ def finetune_segmenter(out: str | os.PathLike, size: int = 64, images: int = 200
             flip = torch.rand(len(idx), generator=generator) < 0.5
             x[flip] = x[flip].flip(-1)
             t[flip] = t[flip].flip(-1)
-            x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
-            heads = model.split(model(x))
-            t = t.long()
-            loss = sum(F.cross_entropy(heads[h], t[:, i], weight=class_weights[i])
-                       for i, h in enumerate(HEADS))
-            return loss + dice * _soft_dice(heads["part"], t[:, 1]) if dice else loss
+            return _segmentation_loss(model, x, t, class_weights, dice)
 
         train_start = time.perf_counter()
         history = train_epochs(model, images, epochs, batch_size, loss_of, optimizer, schedule,

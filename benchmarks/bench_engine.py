@@ -30,9 +30,11 @@ def child_floor(data: Path, batch_size: int, workers: int) -> dict:
     """Decode every image and run the whole model on it: the least any dissection must do."""
     import torch
 
+    from netdissect.allocator import keep_freed_memory
     from netdissect.data.broden import BrodenImages, collate_samples, load_broden
     from netdissect.models.preprocess import Preprocess
 
+    keep_freed_memory()  # the same allocator settings as a dissection (allocator.py)
     broden = load_broden(data)
     model = _model()
     loader = torch.utils.data.DataLoader(BrodenImages(broden, images=True, labels=False),

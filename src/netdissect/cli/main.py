@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from netdissect import __version__
+from netdissect.allocator import keep_freed_memory
 from netdissect.errors import EXIT_CTRL_C, EXIT_ERROR, EXIT_SIGTERM, Interrupted, NetDissectError
 
 __all__ = ["main", "build_parser"]
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return args.func(args)
     except NetDissectError as e:

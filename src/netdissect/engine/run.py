@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from netdissect.allocator import keep_freed_memory
 from netdissect.data.broden import Broden, load_broden
 from netdissect.engine.checkpoint import Checkpoint, finished_layers
 from netdissect.engine.passes import LayerStats, Passes
@@ -48,6 +49,7 @@ def run_dissection(probe: Probe, dataset: str | os.PathLike | Broden, settings: 
     split across the processes; every process returns the whole result.  The model is put back
     on its device and in its mode afterwards.
     """
+    keep_freed_memory()  # feature maps reuse the heap instead of fresh pages (allocator.py)
     settings = dataclasses.replace(settings)
     if settings.workers is None:
         settings.workers = default_workers()

@@ -57,6 +57,10 @@ class IoUTally:
         self.num_categories = num_categories
         self.label_category = label_category.to(device=device, dtype=torch.int64)
         self.null, self.bootstrap, self.seed = null, bootstrap, seed
+        # (L+1, categories) one-hot of each scored label's primary category
+        scored = torch.nonzero(self.label_category >= 0).flatten()
+        self.category_of = torch.zeros((self.num_labels, num_categories), device=device)
+        self.category_of[scored, self.label_category[scored]] = 1.0
 
         def counts(*lead: int) -> tuple[torch.Tensor, dict]:
             return (torch.zeros((*lead, units, self.num_labels), dtype=torch.int64, device=device),
@@ -92,9 +96,10 @@ class IoUTally:
         planes = planes.to(device)
         image_labels = image_labels.to(device)
         set_rows, inverse = sets if sets is not None else pixel_label_sets(planes, image_labels, canonical=False)
+        pixel_counts, image_counts = self._label_counts(planes, image_labels)
         labels = _BatchLabels(set_rows.to(device), inverse.to(device), pixels,
-                              *self._presence(planes.reshape(B, -1, pixels), image_labels))
-        truth = self._truth_per_image(planes.reshape(B, -1, pixels), image_labels, pixels)
+                              self._present(pixel_counts), self._present(image_counts))
+        truth = pixel_counts + pixels * image_counts  # an image-level label covers every pixel
         self.images += B
         self.truth += truth.sum(0)
         permutations = weights = None
@@ -120,26 +125,22 @@ class IoUTally:
                 self._add(self.null_intersection[n], {d: a[n] for d, a in self.null_activation.items()},
                           *self._count(where, permutations[n][b], labels), k)
 
-    def _truth_per_image(self, planes: torch.Tensor, image_labels: torch.Tensor, pixels: int) -> torch.Tensor:
-        """(B, L+1) pixels of each label per image (image-level labels cover every pixel)."""
+    def _label_counts(self, planes: torch.Tensor, image_labels: torch.Tensor):
+        """(B, L+1) int64 each: pixels of each label per image, and how many times each
+        image-level label is listed per image (label 0, "none", counts nothing)."""
         B, L = planes.shape[0], self.num_labels
         offset = torch.arange(B, device=planes.device)[:, None] * L
-        truth = torch.bincount((planes.reshape(B, -1) + offset).reshape(-1), minlength=B * L)
-        truth += pixels * torch.bincount((image_labels + offset).reshape(-1), minlength=B * L)
-        truth = truth.reshape(B, L)
-        truth[:, 0] = 0
-        return truth
 
-    def _presence(self, planes: torch.Tensor, image_labels: torch.Tensor):
-        """(B, categories) bool: categories with a pixel label / an image-level label."""
-        def present(labels: torch.Tensor) -> torch.Tensor:
-            B = labels.shape[0]
-            cat = self.label_category[labels.reshape(B, -1)]
-            rows = torch.arange(B, device=labels.device)[:, None].expand_as(cat)
-            flat = (rows * self.num_categories + cat)[cat >= 0]
-            counts = torch.bincount(flat, minlength=B * self.num_categories)
-            return counts.reshape(B, self.num_categories) > 0
-        return present(planes), present(image_labels)
+        def per_image(labels: torch.Tensor) -> torch.Tensor:
+            counts = torch.bincount((labels.reshape(B, -1) + offset).reshape(-1), minlength=B * L)
+            counts = counts.reshape(B, L)
+            counts[:, 0] = 0
+            return counts
+        return per_image(planes), per_image(image_labels)
+
+    def _present(self, counts: torch.Tensor) -> torch.Tensor:
+        """(B, categories) bool: the categories of which a label has a count in each image."""
+        return ((counts > 0).float() @ self.category_of) > 0
 
     def _count(self, where, source: torch.Tensor, labels: "_BatchLabels"):
         """What the masks of the maps (b[j], k[j]) add when each is laid over the labels of

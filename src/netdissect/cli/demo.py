@@ -90,7 +90,7 @@ def add_parsers(sub) -> None:
                    help="generator weights file to write (metadata next to it, .json)")
     p.add_argument("--images", type=int, default=2000,
                    help="toy-world images to render (texture images are left out)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps (batches)")
+    p.add_argument("--steps", type=int, default=4000, help="training steps (batches)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="training seed (initialisation, batches, latents)")
     p.add_argument("--world-seed", type=int, default=1, help="toy world seed of the training "

@@ -6,11 +6,16 @@ default that makes GAN dissection testable on a laptop:
     gen = build_generator("toyworld_gan")        # z_dim 64, 64x64 images in [-1, 1]
     gen.default_layers                           # ["layer2", "layer3"]: 8x8 and 16x16 maps
 
-Generator (`ToyGANGenerator`): a latent (B, 64) is reshaped to (B, 64, 1, 1) and goes through
-four blocks of a transposed convolution, batch normalisation and ReLU, ``layer1`` (4x4, 256
-units), ``layer2`` (8x8, 128), ``layer3`` (16x16, 64) and ``layer4`` (32x32, 32), then
-``output``, a transposed convolution to RGB at 64x64 with tanh.  A block's output (after the
-ReLU) is what dissection reads and ablation sets to zero.  Discriminator
+Generator (`ToyGANGenerator`): a latent (B, 64) is reshaped to (B, 64, 1, 1); a 4x4
+transposed convolution makes ``layer1`` (4x4, 256 units), and three blocks that double the
+side, ``layer2`` (8x8, 128), ``layer3`` (16x16, 64) and ``layer4`` (32x32, 32), lead to
+``output``, RGB at 64x64 with tanh.  A doubling block is a nearest-neighbour upsampling and a
+3x3 convolution, then batch normalisation and ReLU: a strided 4x4 transposed convolution, as
+in DCGAN, covers the pixels of the doubled map unevenly and drew a chequerboard over every
+image of the first toy GAN (Odena et al., "Deconvolution and checkerboard artifacts", 2016).
+Weights whose metadata says ``"upsampling": "transposed"`` (or nothing) build that first
+generator.  A block's output (after the ReLU) is what dissection reads and ablation sets to
+zero.  Discriminator
 (`ToyGANDiscriminator`): strided 4x4 convolutions (16, 32, 64, 128 channels) with spectral
 normalisation and LeakyReLU (0.2), 64 -> 4 pixels, then one logit.  Only the generator ships.
 
@@ -31,7 +36,7 @@ from netdissect.models.registry import RANDOM_WEIGHTS
 from netdissect.models.weights import load_weights, read_metadata
 
 __all__ = ["ToyGANGenerator", "ToyGANDiscriminator", "load_toyworld_gan", "toyworld_gan_metadata",
-           "WEIGHTS", "METADATA", "Z_DIM", "WIDTHS", "D_WIDTHS", "DEFAULT_LAYERS", "IMAGE_SIZE"]
+           "WEIGHTS", "METADATA", "Z_DIM", "WIDTHS", "D_WIDTHS", "DEFAULT_LAYERS", "IMAGE_SIZE", "UPSAMPLING"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 WEIGHTS = ASSETS / "toyworld_gan.pt"
@@ -46,13 +51,22 @@ WIDTHS = (256, 128, 64, 32)
 D_WIDTHS = (16, 32, 64, 128)
 DEFAULT_LAYERS = ["layer2", "layer3"]
 IMAGE_SIZE = 64
+#: How a block doubles the side: "nearest" (upsampling, then a 3x3 convolution) or
+#: "transposed" (a strided 4x4 transposed convolution: the first toy GAN).
+UPSAMPLING = "nearest"
 
 
-def _up(cin: int, cout: int, first: bool = False) -> nn.Sequential:
-    """A transposed convolution (4x4 from 1x1 when `first`, else doubling the side), BN, ReLU."""
-    conv = (nn.ConvTranspose2d(cin, cout, 4, 1, 0, bias=False) if first
-            else nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False))
-    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=False))
+def _doubling(cin: int, cout: int, upsampling: str, bias: bool = False) -> list[nn.Module]:
+    """The modules that double the side: a nearest-neighbour upsampling and a 3x3 convolution,
+    or a strided 4x4 transposed convolution."""
+    if upsampling == "nearest":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias)]
+    return [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)]
+
+
+def _block(modules: list[nn.Module], cout: int) -> nn.Sequential:
+    """`modules`, then batch normalisation and ReLU: a layer whose output is dissected."""
+    return nn.Sequential(*modules, nn.BatchNorm2d(cout), nn.ReLU(inplace=False))
 
 
 class ToyGANGenerator(nn.Module):
@@ -60,18 +74,21 @@ class ToyGANGenerator(nn.Module):
 
     default_layers = DEFAULT_LAYERS
 
-    def __init__(self, z_dim: int = Z_DIM, widths: tuple[int, ...] = WIDTHS):
+    def __init__(self, z_dim: int = Z_DIM, widths: tuple[int, ...] = WIDTHS,
+                 upsampling: str = UPSAMPLING):
         super().__init__()
+        if upsampling not in ("nearest", "transposed"):
+            raise ValueError(f"upsampling must be 'nearest' or 'transposed', got {upsampling!r}")
         self.z_dim = z_dim
         self.latent_shape = (z_dim,)
         w1, w2, w3, w4 = widths
-        self.layer1 = _up(z_dim, w1, first=True)
-        self.layer2 = _up(w1, w2)
-        self.layer3 = _up(w2, w3)
-        self.layer4 = _up(w3, w4)
-        self.output = nn.Sequential(nn.ConvTranspose2d(w4, 3, 4, 2, 1), nn.Tanh())
+        self.layer1 = _block([nn.ConvTranspose2d(z_dim, w1, 4, 1, 0, bias=False)], w1)
+        self.layer2 = _block(_doubling(w1, w2, upsampling), w2)
+        self.layer3 = _block(_doubling(w2, w3, upsampling), w3)
+        self.layer4 = _block(_doubling(w3, w4, upsampling), w4)
+        self.output = nn.Sequential(*_doubling(w4, 3, upsampling, bias=True), nn.Tanh())
         for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d):
+            if isinstance(m, (nn.ConvTranspose2d, nn.Conv2d)):
                 nn.init.normal_(m.weight, 0.0, 0.02)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.normal_(m.weight, 1.0, 0.02)
@@ -120,8 +137,8 @@ def load_toyworld_gan(weights: str | os.PathLike | None = None
     else:
         path = Path(weights) if weights is not None else WEIGHTS
         meta = toyworld_gan_metadata(path.with_suffix(".json"))
-        model = ToyGANGenerator(int(meta.get("z_dim", Z_DIM)),
-                                tuple(meta.get("widths", WIDTHS)))
+        model = ToyGANGenerator(int(meta.get("z_dim", Z_DIM)), tuple(meta.get("widths", WIDTHS)),
+                                meta.get("upsampling", "transposed"))
         loaded = load_weights(model, path)
         loaded_path, fingerprint = loaded["path"], loaded["sha256"]
     return model.eval(), loaded_path, fingerprint

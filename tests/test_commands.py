@@ -72,6 +72,13 @@ def dissect_args(data, out, *extra, layers="conv1,conv2"):
             "--out", str(out), *extra]
 
 
+def default_sigint() -> None:
+    """In a child before exec: SIGINT back to its default, so the child's Python turns it into
+    KeyboardInterrupt even when this test runs in the background of a shell (which starts
+    background jobs with SIGINT ignored, and an ignored signal stays ignored across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def subprocess_env(model_dir, **extra):
     return {**os.environ, "PYTHONPATH": str(model_dir) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "OMP_NUM_THREADS": "1", **extra}
@@ -174,7 +181,8 @@ def read_line(stream, process, timeout: float) -> str:
 def test_serve_answers_on_localhost(dissected, model_dir):
     process = subprocess.Popen([sys.executable, "-m", "netdissect", "serve", str(dissected),
                                 "--port", "0"], env=subprocess_env(model_dir),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     try:
         first = read_line(process.stdout, process, 30)
         match = re.fullmatch(r"serving (.+) on http://127\.0\.0\.1:(\d+)/ \(Ctrl-C stops\)\n", first)
@@ -312,7 +320,8 @@ def test_ctrl_c_exits_130_without_results(model_dir, broden_dir, tmp_path):
     out = tmp_path / "out"
     env = subprocess_env(model_dir, FORWARD_MARKERS=str(markers), BLOCK_AT_FORWARD="2")
     process = subprocess.Popen([sys.executable, "-m", "netdissect", *dissect_args(broden_dir, out)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     try:
         # The second forward call of pass 1 waits for a file that never comes: the run is in
         # pass 1 for as long as the test needs.

@@ -8,8 +8,9 @@ time: EfficientNet-Lite0 at 224 px took 69 s per 2,000 images with glibc's defau
 with the settings below (2.5 million minor page faults per 160 images, 6 thousand with them).
 A dissection of the demo's two models went from 150 s to 100 s, and the ResNet-18 benchmark's
 floor from 44 s to 22 s (README, Benchmarks).  The price is that the process keeps its peak
-heap: EfficientNet-Lite0's dissection peaks at 1.9 GB resident instead of 1.1 GB (the ResNet-18
-benchmark stays at 1.1 GB).
+heap: EfficientNet-Lite0's dissection peaks at 1.9 GB resident instead of 1.1 GB, the ResNet-18
+benchmark at 1.1-1.5 GB instead of 1.1-1.3 GB (torch's aligned allocations leave freed blocks
+that only a few merged ones can serve again).
 
 The settings are the process's own: they are applied once, by the command line and by
 `netdissect.dissect`, and never when the user has set glibc's own variables

@@ -30,7 +30,7 @@ from netdissect.errors import SettingsError
 from netdissect.files import atomic_torch_save, atomic_write_json
 from netdissect.models.demo_cnn import DROPOUT, HEAD_WIDTH, LAYERS, WIDTHS, DemoCNN
 from netdissect.models.preprocess import Preprocess
-from netdissect.training import train_epochs
+from netdissect.training import adamw_one_cycle, train_epochs
 
 __all__ = ["train_demo", "scene_classes", "load_scene_images", "accuracy", "normalize"]
 
@@ -115,10 +115,7 @@ def train_demo(dataset_dir: str | os.PathLike, out_path: str | os.PathLike, seed
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         model = DemoCNN(len(class_names))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        steps = epochs * math.ceil(len(train_x) / batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
-                                                       pct_start=0.15)
+        optimizer, schedule = adamw_one_cycle(model, lr, epochs, len(train_x), batch_size, warmup=0.15)
         crop = min(crop, train_x.shape[-1], train_x.shape[-2])
         def loss_of(idx: torch.Tensor) -> torch.Tensor:
             x = normalize(_random_crops(train_x[idx], crop, generator))

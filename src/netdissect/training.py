@@ -14,7 +14,18 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["train_epochs"]
+__all__ = ["train_epochs", "adamw_one_cycle"]
+
+
+def adamw_one_cycle(model: torch.nn.Module, lr: float, epochs: int, count: int, batch_size: int,
+                    warmup: float):
+    """AdamW (weight decay 1e-4) and a one-cycle schedule that peaks at `lr` after the `warmup`
+    share of the steps `train_epochs` makes (`epochs` of `count` examples in batches)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * -(-count // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
+                                                   pct_start=warmup)
+    return optimizer, schedule
 
 
 def train_epochs(model: torch.nn.Module, count: int, epochs: int, batch_size: int,

@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from netdissect.data import toyworld as tw
 from netdissect.data.segment.base import SegmenterLabel
+from netdissect.data.segment.colors import resize_planes
 from netdissect.errors import SettingsError, WeightsError
 from netdissect.models.weights import load_weights, read_metadata
 
@@ -266,10 +267,7 @@ class ToyWorldSegmenter:
                                       self._luts["part2"][part], self._luts["material"][mat]],
                                      dim=1)
                 h, w = images.shape[-2:]
-                if tuple(planes.shape[-2:]) != ((h + 1) // 2, (w + 1) // 2):
-                    planes = F.interpolate(planes.double(), size=((h + 1) // 2, (w + 1) // 2),
-                                           mode="nearest-exact").long()
-                chunks.append(planes)
+                chunks.append(resize_planes(planes, ((h + 1) // 2, (w + 1) // 2)))
         finally:
             self.model.train(was_training)
         if not chunks:

@@ -15,7 +15,6 @@ rare classes (thin parts) plus a soft Dice term on the part head.
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from multiprocessing import get_context
@@ -26,12 +25,13 @@ import torch
 from torch.nn import functional as F
 
 from netdissect.data import toyworld as tw
+from netdissect.data.segment.colors import resize_planes
 from netdissect.data.segment.toyworld import (HEAD_CLASSES, HEADS, PLANES, WIDTHS,
                                               ToyWorldSegmenter, ToyWorldSegNet, head_targets,
                                               label_planes, segmenter_labels)
 from netdissect.errors import SettingsError
 from netdissect.files import atomic_torch_save, atomic_write_json
-from netdissect.training import train_epochs
+from netdissect.training import adamw_one_cycle, train_epochs
 
 __all__ = ["train_segmenter", "finetune_segmenter", "render_set", "evaluate_segmenter",
            "downsample_set", "CATEGORY_PLANES"]
@@ -77,10 +77,8 @@ def downsample_set(data: dict, size: int) -> dict:
     """`render_set`'s images area-averaged to `size` x `size` (rounded to uint8) and its
     targets resized to size/2 (nearest neighbour); planes and textures as they are."""
     images = F.interpolate(data["images"].float(), size=(size, size), mode="area")
-    targets = F.interpolate(data["targets"].double(), size=(size // 2, size // 2),
-                            mode="nearest-exact")
     return {**data, "images": images.round().clamp(0, 255).to(torch.uint8),
-            "targets": targets.to(torch.uint8)}
+            "targets": resize_planes(data["targets"], (size // 2, size // 2))}
 
 
 @torch.no_grad()
@@ -104,9 +102,7 @@ def evaluate_segmenter(segmenter: ToyWorldSegmenter, data: dict, batch_size: int
         images = data["images"][start:start + batch_size].float() / 255.0
         gt = data["planes"][start:start + batch_size].long()
         pred = segmenter.segment(images).cpu()
-        if pred.shape[-2:] != gt.shape[-2:]:  # images smaller than the renders (downsample_set)
-            pred = F.interpolate(pred.double(), size=tuple(gt.shape[-2:]),
-                                 mode="nearest-exact").long()
+        pred = resize_planes(pred, tuple(gt.shape[-2:]))  # smaller images (downsample_set)
         textures = data["textures"][start:start + batch_size]
         texture_zero += int((pred[textures] == 0).sum())
         texture_total += pred[textures].numel()
@@ -225,10 +221,7 @@ def train_segmenter(out: str | os.PathLike, images: int = 4000, seed: int = 0,
         # channels_last: about 10% faster convolutions on the CPU (measured).
         model = ToyWorldSegNet(tuple(widths)).to(memory_format=torch.channels_last)
         class_weights = _class_weights(data["targets"], weight_power, weight_cap)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        steps = epochs * math.ceil(images / batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
-                                                       pct_start=0.1)
+        optimizer, schedule = adamw_one_cycle(model, lr, epochs, images, batch_size, warmup=0.1)
 
         def loss_of(idx: torch.Tensor, rgb=data["images"], targets=data["targets"]) -> torch.Tensor:
             x, t = _random_crops(rgb[idx], targets[idx], crop, generator)
@@ -310,10 +303,7 @@ def finetune_segmenter(out: str | os.PathLike, size: int = 64, images: int = 200
         model = load_toyworld_segmenter(weights=source).model.to(memory_format=torch.channels_last)
         widths = toyworld_segmenter_metadata(source.with_suffix(".json")).get("widths", WIDTHS)
         class_weights = _class_weights(data["targets"], weight_power, weight_cap)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-        steps = epochs * math.ceil(images / batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,
-                                                       pct_start=0.1)
+        optimizer, schedule = adamw_one_cycle(model, lr, epochs, images, batch_size, warmup=0.1)
 
         def loss_of(idx: torch.Tensor, rgb=data["images"], targets=data["targets"]) -> torch.Tensor:
             x, t = rgb[idx].clone(), targets[idx].clone()
